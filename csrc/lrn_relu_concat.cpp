@@ -1,0 +1,338 @@
+// lrn_relu_concat: out[:, off_i:off_i+C_i] = relu(local_response_norm(branch_i)), in one pass.
+//
+// The LRN window stays inside each branch (zeros beyond its edges), exactly as the reference
+// computes it branch by branch, with PyTorch's formula:
+//   b_c = a_c / (k + alpha/size * sum_{c' = c - size/2}^{c + (size-1)/2} a_c'^2) ** beta
+// The CPU kernel works on one of two layouts: "planar" (each channel's H*W pixels contiguous:
+// NCHW and its channel slices) and "channels-last" (channels contiguous at each pixel). An input
+// whose strides fit neither the output's layout is copied once into it.
+#include "lrn_relu_concat.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <sstream>
+
+namespace googlenet_fused {
+namespace {
+
+std::string shape_str(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+std::string shapes_str(const std::vector<at::Tensor>& ts) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < ts.size(); ++i) s << (i ? ", " : "") << ts[i].sizes();
+  s << "]";
+  return s.str();
+}
+
+// Stride between consecutive pixels when (H, W) can be walked as one axis; nullopt otherwise.
+std::optional<int64_t> pixel_stride(const at::Tensor& t) {
+  const int64_t H = t.size(2), W = t.size(3);
+  if (H * W <= 1) return 1;
+  if (W == 1) return t.stride(2);
+  if (H == 1 || t.stride(2) == W * t.stride(3)) return t.stride(3);
+  return std::nullopt;
+}
+
+bool is_planar(const at::Tensor& t) {
+  auto ps = pixel_stride(t);
+  return ps && *ps == 1;
+}
+
+bool is_channels_last_like(const at::Tensor& t) {
+  return pixel_stride(t).has_value() && (t.size(1) == 1 || t.stride(1) == 1);
+}
+
+// The layout of a new output: channels_last when the first branch keeps channels contiguous.
+at::MemoryFormat output_format(const at::Tensor& first) {
+  const bool cl = first.size(1) > 1 && first.stride(1) == 1 && first.size(2) * first.size(3) > 1;
+  return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+void check_lrn_args(const std::vector<at::Tensor>& branches, const LrnParams& p) {
+  TORCH_CHECK(!branches.empty(), "lrn_relu_concat: expected at least one branch, got an empty list");
+  TORCH_CHECK(p.size >= 1, "lrn_relu_concat: LRN size must be >= 1, got ", p.size);
+  const at::Tensor& first = branches[0];
+  for (size_t i = 0; i < branches.size(); ++i) {
+    const at::Tensor& b = branches[i];
+    TORCH_CHECK(b.dim() == 4, "lrn_relu_concat: branch ", i, " must be 4-D [N, C, H, W], got shape ",
+                shape_str(b));
+    TORCH_CHECK(at::isFloatingType(b.scalar_type()),
+                "lrn_relu_concat: branches must be floating point, branch ", i, " is ",
+                b.scalar_type());
+    TORCH_CHECK(b.scalar_type() == first.scalar_type(),
+                "lrn_relu_concat: all branches must share a dtype; branch 0 is ",
+                first.scalar_type(), ", branch ", i, " is ", b.scalar_type());
+    TORCH_CHECK(b.device() == first.device(),
+                "lrn_relu_concat: all branches must be on one device; branch 0 is on ",
+                first.device(), ", branch ", i, " on ", b.device());
+    TORCH_CHECK(b.size(0) == first.size(0) && b.size(2) == first.size(2) &&
+                    b.size(3) == first.size(3),
+                "lrn_relu_concat: branches must agree in N, H and W; got shapes ",
+                shapes_str(branches));
+  }
+  TORCH_CHECK(first.device().is_cpu() || first.device().is_cuda(),
+              "lrn_relu_concat: unsupported device ", first.device());
+}
+
+std::vector<int64_t> output_shape(const std::vector<at::Tensor>& branches) {
+  int64_t channels = 0;
+  for (const auto& b : branches) channels += b.size(1);
+  const at::Tensor& f = branches[0];
+  return {f.size(0), channels, f.size(2), f.size(3)};
+}
+
+bool may_share_memory(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.has_storage() || !b.has_storage() || a.numel() == 0 || b.numel() == 0) return false;
+  const auto status = at::get_overlap_status(a, b);
+  if (status == at::MemOverlapStatus::No) return false;
+  if (status != at::MemOverlapStatus::TooHard) return true;
+  if (!a.storage().is_alias_of(b.storage())) return false;
+  // Strided tensors of one storage: compare the byte ranges they span.
+  auto span = [](const at::Tensor& t) {
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const int64_t item = t.element_size();
+    const int64_t start = t.storage_offset() * item;
+    return std::make_pair(start, start + (last + 1) * item);
+  };
+  const auto ra = span(a), rb = span(b);
+  return ra.first < rb.second && rb.first < ra.second;
+}
+
+void check_out(const std::vector<at::Tensor>& branches, const at::Tensor& out) {
+  const auto expected = output_shape(branches);
+  TORCH_CHECK(out.sizes() == at::IntArrayRef(expected), "lrn_relu_concat: out must have shape ",
+              at::IntArrayRef(expected), " for branches ", shapes_str(branches), ", got ",
+              shape_str(out));
+  TORCH_CHECK(out.scalar_type() == branches[0].scalar_type(), "lrn_relu_concat: out has dtype ",
+              out.scalar_type(), " but the branches are ", branches[0].scalar_type());
+  TORCH_CHECK(out.device() == branches[0].device(), "lrn_relu_concat: out is on ", out.device(),
+              " but the branches are on ", branches[0].device());
+  TORCH_CHECK(at::has_internal_overlap(out) != at::MemOverlap::Yes,
+              "lrn_relu_concat: out of shape ", shape_str(out),
+              " has elements that share memory (e.g. an expanded tensor)");
+  for (size_t i = 0; i < branches.size(); ++i) {
+    TORCH_CHECK(!may_share_memory(out, branches[i]), "lrn_relu_concat: out of shape ",
+                shape_str(out), " overlaps the memory of branch ", i, " of shape ",
+                shape_str(branches[i]));
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// CPU kernel
+
+template <typename acc_t>
+struct Norm {
+  acc_t k, alpha_over_size, beta;
+  // relu(a * (k + alpha/size * s) ** -beta); beta = 0.75 (the network's) avoids pow, so the
+  // loop vectorizes. NaN stays NaN: (NaN < 0) is false.
+  template <bool kBeta075>
+  inline acc_t apply(acc_t a, acc_t s) const {
+    const acc_t d = k + alpha_over_size * s;
+    acc_t scale;
+    if constexpr (kBeta075) {
+      const acc_t r = std::sqrt(d);
+      scale = acc_t(1) / (r * std::sqrt(r));
+    } else {
+      scale = std::pow(d, -beta);
+    }
+    const acc_t y = a * scale;
+    return y < acc_t(0) ? acc_t(0) : y;
+  }
+};
+
+template <typename scalar_t, typename acc_t, bool kBeta075>
+void normalize_run(const acc_t* sum, const scalar_t* x, scalar_t* out, int64_t n,
+                   const Norm<acc_t>& norm) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = static_cast<scalar_t>(norm.template apply<kBeta075>(static_cast<acc_t>(x[i]), sum[i]));
+  }
+}
+
+constexpr int64_t kPixelChunk = 1024;  // pixels per task in the planar layout: fits in L1
+
+// Planar: a task is (n, output channel, chunk of pixels); channel planes are contiguous.
+template <typename scalar_t, typename acc_t, bool kBeta075>
+void planar_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+                   const LrnParams& p, const Norm<acc_t>& norm) {
+  const int64_t N = out.size(0), C = out.size(1), HW = out.size(2) * out.size(3);
+  const int64_t chunks = (HW + kPixelChunk - 1) / kPixelChunk;
+  std::vector<int64_t> branch_of(C), local(C);
+  for (int64_t i = 0, c = 0; i < (int64_t)branches.size(); ++i) {
+    for (int64_t j = 0; j < branches[i].size(1); ++j, ++c) {
+      branch_of[c] = i;
+      local[c] = j;
+    }
+  }
+  scalar_t* out_ptr = out.data_ptr<scalar_t>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, std::min(HW, kPixelChunk)));
+  at::parallel_for(0, N * C * chunks, grain, [&](int64_t begin, int64_t end) {
+    acc_t sum[kPixelChunk];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t chunk = task % chunks, c = (task / chunks) % C, n = task / (chunks * C);
+      const at::Tensor& b = branches[branch_of[c]];
+      const int64_t Cb = b.size(1), j = local[c];
+      const int64_t p0 = chunk * kPixelChunk, len = std::min(kPixelChunk, HW - p0);
+      const scalar_t* base = b.const_data_ptr<scalar_t>() + n * b.stride(0) + p0;
+      const int64_t lo = std::max<int64_t>(0, j - p.size / 2);
+      const int64_t hi = std::min<int64_t>(Cb - 1, j + (p.size - 1) / 2);
+      std::fill(sum, sum + len, acc_t(0));
+      for (int64_t w = lo; w <= hi; ++w) {
+        const scalar_t* plane = base + w * b.stride(1);
+        for (int64_t i = 0; i < len; ++i) {
+          const acc_t v = static_cast<acc_t>(plane[i]);
+          sum[i] += v * v;
+        }
+      }
+      scalar_t* dst = out_ptr + n * out.stride(0) + c * out.stride(1) + p0;
+      normalize_run<scalar_t, acc_t, kBeta075>(sum, base + j * b.stride(1), dst, len, norm);
+    }
+  });
+}
+
+// Channels-last: a task is one pixel of one image; each branch's channels are contiguous there.
+template <typename scalar_t, typename acc_t, bool kBeta075>
+void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+                          const LrnParams& p, const Norm<acc_t>& norm) {
+  const int64_t N = out.size(0), HW = out.size(2) * out.size(3);
+  int64_t max_c = 0;
+  for (const auto& b : branches) max_c = std::max(max_c, b.size(1));
+  const int64_t before = p.size / 2, after = (p.size - 1) / 2;
+  const int64_t out_ps = *pixel_stride(out);
+  scalar_t* out_ptr = out.data_ptr<scalar_t>();
+  at::parallel_for(0, N * HW, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out.size(1))),
+                   [&](int64_t begin, int64_t end) {
+    // padded[before + c] = a_c^2, zeros on both sides, so every window is a plain sum.
+    std::vector<acc_t> padded(max_c + before + after, acc_t(0)), sum(max_c);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / HW, px = task % HW;
+      scalar_t* dst = out_ptr + n * out.stride(0) + px * out_ps;
+      for (const auto& b : branches) {
+        const int64_t Cb = b.size(1);
+        const scalar_t* src = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * *pixel_stride(b);
+        for (int64_t c = 0; c < Cb; ++c) {
+          const acc_t v = static_cast<acc_t>(src[c]);
+          padded[before + c] = v * v;
+        }
+        std::fill(padded.begin() + before + Cb, padded.begin() + before + Cb + after, acc_t(0));
+        std::fill(sum.begin(), sum.begin() + Cb, acc_t(0));
+        for (int64_t t = 0; t < p.size; ++t) {
+          const acc_t* sq = padded.data() + t;
+          for (int64_t c = 0; c < Cb; ++c) sum[c] += sq[c];
+        }
+        normalize_run<scalar_t, acc_t, kBeta075>(sum.data(), src, dst, Cb, norm);
+        dst += Cb;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, const at::Tensor& out,
+                                const LrnParams& p) {
+  const bool planar = is_planar(out);
+  const bool channels_last = !planar && out.stride(1) == 1 && pixel_stride(out).has_value();
+  if (!planar && !channels_last) {
+    // An output whose pixels cannot be walked as one axis: compute densely, then copy.
+    at::Tensor dense = at::empty(out.sizes(), out.options());
+    lrn_relu_concat_cpu_kernel(branches_in, dense, p);
+    out.copy_(dense);
+    return;
+  }
+  std::vector<at::Tensor> branches;
+  branches.reserve(branches_in.size());
+  for (const auto& b : branches_in) {
+    if (planar) {
+      branches.push_back(is_planar(b) ? b : b.contiguous());
+    } else {
+      branches.push_back(is_channels_last_like(b) ? b : b.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "lrn_relu_concat_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const Norm<acc_t> norm{static_cast<acc_t>(p.k), static_cast<acc_t>(p.alpha / p.size),
+                           static_cast<acc_t>(p.beta)};
+    const bool beta075 = p.beta == 0.75;
+    if (planar) {
+      beta075 ? planar_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
+              : planar_kernel<scalar_t, acc_t, false>(branches, out, p, norm);
+    } else {
+      beta075 ? channels_last_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
+              : channels_last_kernel<scalar_t, acc_t, false>(branches, out, p, norm);
+    }
+  });
+}
+
+namespace {
+
+void run_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out, const LrnParams& p) {
+  if (out.numel() == 0) return;
+  if (out.is_cuda()) {
+#ifdef WITH_CUDA
+    lrn_relu_concat_cuda_kernel(branches, out, p);
+#else
+    TORCH_CHECK(false, "lrn_relu_concat: this build of googlenet_fused._C has no CUDA kernels");
+#endif
+  } else {
+    lrn_relu_concat_cpu_kernel(branches, out, p);
+  }
+}
+
+at::Tensor lrn_relu_concat(at::TensorList branches_list, int64_t size, double alpha, double beta,
+                           double k) {
+  const std::vector<at::Tensor> branches = branches_list.vec();
+  const LrnParams p{size, alpha, beta, k};
+  check_lrn_args(branches, p);
+  at::Tensor out = at::empty(output_shape(branches), branches[0].options(),
+                             output_format(branches[0]));
+  run_kernel(branches, out, p);
+  return out;
+}
+
+void lrn_relu_concat_into(const at::Tensor& out, at::TensorList branches_list, int64_t size,
+                          double alpha, double beta, double k) {
+  const std::vector<at::Tensor> branches = branches_list.vec();
+  const LrnParams p{size, alpha, beta, k};
+  check_lrn_args(branches, p);
+  check_out(branches, out);
+  run_kernel(branches, out, p);
+}
+
+}  // namespace
+}  // namespace googlenet_fused
+
+TORCH_LIBRARY(googlenet_fused, m) {
+  m.def("lrn_relu_concat(Tensor[] branches, int size=5, float alpha=0.001, float beta=0.75, "
+        "float k=2.0) -> Tensor");
+  // Writes into `output` (any strides, e.g. a channel slice of a module's output). Not named
+  // `out`: torch.compile refuses non-contiguous out= arguments.
+  m.def("lrn_relu_concat_into(Tensor(a!) output, Tensor[] branches, int size=5, "
+        "float alpha=0.001, float beta=0.75, float k=2.0) -> ()");
+}
+
+// One implementation for both devices: it validates, then picks the device's kernel.
+TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
+  m.impl("lrn_relu_concat", &googlenet_fused::lrn_relu_concat);
+  m.impl("lrn_relu_concat_into", &googlenet_fused::lrn_relu_concat_into);
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(googlenet_fused, CUDA, m) {
+  m.impl("lrn_relu_concat", &googlenet_fused::lrn_relu_concat);
+  m.impl("lrn_relu_concat_into", &googlenet_fused::lrn_relu_concat_into);
+}
+#endif

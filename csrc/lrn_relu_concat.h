@@ -1,0 +1,27 @@
+// Fused LocalResponseNorm + ReLU + channel concat: shared declarations of the CPU and CUDA
+// kernels. Validation and output allocation live in lrn_relu_concat.cpp; a kernel receives
+// branches that agree in N, H, W, dtype and device, and an output of shape [N, sum C_i, H, W].
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace googlenet_fused {
+
+struct LrnParams {
+  int64_t size;  // LRN window, in channels: [c - size/2, c + (size-1)/2], clipped to the branch
+  double alpha;
+  double beta;
+  double k;
+};
+
+void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+                                const LrnParams& p);
+
+#ifdef WITH_CUDA
+void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+                                 const LrnParams& p);
+#endif
+
+}  // namespace googlenet_fused

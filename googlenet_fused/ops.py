@@ -1,0 +1,104 @@
+"""The extension's ops (``torch.ops.googlenet_fused.lrn_relu_concat[_into]``): fake kernels for
+torch.compile / export, autograd, and Python wrappers that say clearly when the extension is
+missing. Importing this module never fails because the extension is missing.
+"""
+from __future__ import annotations
+
+import torch
+
+from .lrn import lrn_relu_backward
+from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+
+try:
+    from . import _C  # noqa: F401  (registers the ops)
+
+    EXTENSION_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - depends on how the package was built
+    EXTENSION_ERROR = f"{type(exc).__name__}: {exc}"
+
+BUILD_HINT = ("build it from the repository root with "
+              "`pip install --no-build-isolation -e .` (torch must be installed first)")
+
+
+def extension_available() -> bool:
+    """Whether googlenet_fused._C (the C++/CUDA extension) was built and imported."""
+    return EXTENSION_ERROR is None
+
+
+def has_cuda_kernels() -> bool:
+    """Whether the extension was built with its CUDA kernels."""
+    return extension_available() and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "googlenet_fused::lrn_relu_concat", "CUDA")
+
+
+def require_extension(op: str) -> None:
+    """Raise a RuntimeError that names ``op``, why it is missing, and how to build it."""
+    if EXTENSION_ERROR is not None:
+        raise RuntimeError(f"googlenet_fused: the op {op} needs the compiled extension "
+                           f"googlenet_fused._C, which could not be imported ({EXTENSION_ERROR}); "
+                           f"{BUILD_HINT}")
+
+
+def _output_layout(first: torch.Tensor) -> torch.memory_format:
+    # Mirrors output_format() in csrc/lrn_relu_concat.cpp.
+    cl = first.shape[1] > 1 and first.stride(1) == 1 and first.shape[2] * first.shape[3] > 1
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def lrn_relu_concat(branches, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
+                    beta: float = LRN_BETA, k: float = LRN_K, *, out: torch.Tensor | None = None):
+    """relu(local_response_norm(b)) of each branch ``b`` [N, C_i, H, W], concatenated on channels.
+
+    One pass over memory; the LRN window stays inside each branch. With ``out`` (shape
+    [N, sum C_i, H, W], may be a channel slice of a bigger tensor) the result is written there
+    and ``out`` is returned; ``out`` does not support autograd. Without it, a new tensor is
+    returned (channels_last when the first branch is) and gradients flow to every branch.
+    """
+    require_extension("googlenet_fused::lrn_relu_concat")
+    branches = list(branches)
+    if out is None:
+        return torch.ops.googlenet_fused.lrn_relu_concat(branches, size, alpha, beta, k)
+    torch.ops.googlenet_fused.lrn_relu_concat_into(out, branches, size, alpha, beta, k)
+    return out
+
+
+def lrn_relu(x: torch.Tensor, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
+             beta: float = LRN_BETA, k: float = LRN_K, *, out: torch.Tensor | None = None):
+    """relu(local_response_norm(x)) of one tensor, fused (``out`` as in :func:`lrn_relu_concat`)."""
+    return lrn_relu_concat([x], size, alpha, beta, k, out=out)
+
+
+if EXTENSION_ERROR is None:
+
+    @torch.library.register_fake("googlenet_fused::lrn_relu_concat")
+    def _lrn_relu_concat_fake(branches, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K):
+        torch._check(len(branches) > 0, lambda: "lrn_relu_concat: expected at least one branch")
+        first = branches[0]
+        channels = sum(b.shape[1] for b in branches)
+        shape = (first.shape[0], channels, first.shape[2], first.shape[3])
+        return first.new_empty(shape).contiguous(memory_format=_output_layout(first))
+
+    @torch.library.register_fake("googlenet_fused::lrn_relu_concat_into")
+    def _lrn_relu_concat_into_fake(output, branches, size=LRN_SIZE, alpha=LRN_ALPHA,
+                                   beta=LRN_BETA, k=LRN_K):
+        return None
+
+    def _setup_context(ctx, inputs, output):
+        # Arguments left at their defaults may be absent from `inputs`.
+        branches, *lrn = inputs
+        ctx.lrn = tuple(lrn) + (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)[len(lrn):]
+        ctx.channels = [b.shape[1] for b in branches]
+        ctx.save_for_backward(*branches, output)
+
+    def _backward(ctx, grad_out):
+        *branches, output = ctx.saved_tensors
+        grads, offset = [], 0
+        for branch, channels in zip(branches, ctx.channels):
+            y = output.narrow(1, offset, channels)
+            grads.append(lrn_relu_backward(grad_out.narrow(1, offset, channels), branch, y,
+                                           *ctx.lrn))
+            offset += channels
+        return grads, None, None, None, None
+
+    torch.library.register_autograd("googlenet_fused::lrn_relu_concat", _backward,
+                                    setup_context=_setup_context)
