@@ -1,0 +1,101 @@
+"""The Triton backend of one inception module as a single torch.library op.
+
+``googlenet_fused::inception_triton`` allocates the module output and fills its four channel
+slices in place: branch 1 and the reductions from one Triton GEMM, the pool branch from the
+pooling GEMM, the 3×3 / 5×5 convolutions by cuDNN, their LRN + ReLU by the extension straight
+into their slices. torch.compile and torch.export see one op (fake kernel below); training works
+through a registered backward formula that recomputes the cheap intermediates with ATen ops.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.grad import conv2d_input, conv2d_weight
+
+from . import ops
+from .lrn import lrn_relu_backward
+from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+
+LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``x`` is stored that way, else NCHW-contiguous."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def channel_plan(w_red, w3, w5, wp):
+    """(c1, c3r, c5r, c3, c5, cp) read off the weights; w_red stacks the three 1×1 weights."""
+    c3r, c5r = w3.shape[1], w5.shape[1]
+    return w_red.shape[0] - c3r - c5r, c3r, c5r, w3.shape[0], w5.shape[0], wp.shape[0]
+
+
+@torch.library.custom_op("googlenet_fused::inception_triton", mutates_args=())
+def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
+                     w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor, b5: torch.Tensor,
+                     wp: torch.Tensor, bp: torch.Tensor) -> torch.Tensor:
+    """Inception module forward; w_red [c1 + c3r + c5r, Cin, 1, 1] stacks the 1×1 weights."""
+    from .kernels.conv1x1_lrn_relu import pool_projection, reductions_1x1
+
+    c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
+    N, _, H, W = x.shape
+    out = torch.empty((N, c1 + c3 + c5 + cp, H, W), device=x.device, dtype=x.dtype,
+                      memory_format=layout_of(x))
+    red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN)
+    pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp), LRN)
+    y3 = F.conv2d(red3, w3, b3, padding=1)
+    y5 = F.conv2d(red5, w5, b5, padding=2)
+    ops.lrn_relu_concat([y3, y5], *LRN, out=out.narrow(1, c1, c3 + c5))
+    return out
+
+
+@inception_triton.register_fake
+def _(x, w_red, b_red, w3, b3, w5, b5, wp, bp):
+    c1, _, _, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
+    N, _, H, W = x.shape
+    return x.new_empty((N, c1 + c3 + c5 + cp, H, W)).contiguous(memory_format=layout_of(x))
+
+
+def _lrn_relu(u):
+    return F.relu(F.local_response_norm(u, *LRN))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output)
+
+
+def _backward(ctx, grad):
+    x, w_red, b_red, w3, b3, w5, b5, wp, bp, out = ctx.saved_tensors
+    c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
+    grad = grad.to(out.dtype)
+    # Recompute the pre-activations (cheap next to the convolutions' backward).
+    z = F.conv2d(x, w_red, b_red)
+    u1, u3r, u5r = z.split([c1, c3r, c5r], 1)
+    red3, red5 = _lrn_relu(u3r), _lrn_relu(u5r)
+    u3 = F.conv2d(red3, w3, b3, padding=1)
+    u5 = F.conv2d(red5, w5, b5, padding=2)
+    pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
+    up = F.conv2d(pooled, wp, bp)
+    y1, y3, y5, yp = out.split([c1, c3, c5, cp], 1)
+    g1, g3, g5, gp = grad.split([c1, c3, c5, cp], 1)
+
+    gu1 = lrn_relu_backward(g1, u1, y1, *LRN)
+    gu3 = lrn_relu_backward(g3, u3, y3, *LRN)
+    gu5 = lrn_relu_backward(g5, u5, y5, *LRN)
+    gup = lrn_relu_backward(gp, up, yp, *LRN)
+    gw3 = conv2d_weight(red3, w3.shape, gu3, padding=1)
+    gw5 = conv2d_weight(red5, w5.shape, gu5, padding=2)
+    gu3r = lrn_relu_backward(conv2d_input(red3.shape, w3, gu3, padding=1), u3r, red3, *LRN)
+    gu5r = lrn_relu_backward(conv2d_input(red5.shape, w5, gu5, padding=2), u5r, red5, *LRN)
+    gz = torch.cat([gu1, gu3r, gu5r], 1)
+    gpooled = conv2d_input(pooled.shape, wp, gup)
+    gx = conv2d_input(x.shape, w_red, gz) + torch.ops.aten.max_pool2d_with_indices_backward(
+        gpooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, indices)
+    sum_nhw = (0, 2, 3)
+    return (gx, conv2d_weight(x, w_red.shape, gz), gz.sum(sum_nhw), gw3, gu3.sum(sum_nhw),
+            gw5, gu5.sum(sum_nhw), conv2d_weight(pooled, wp.shape, gup), gup.sum(sum_nhw))
+
+
+inception_triton.register_autograd(_backward, setup_context=_setup_context)
