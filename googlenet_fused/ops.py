@@ -56,6 +56,8 @@ def lrn_relu_concat(branches, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
     """
     require_extension("googlenet_fused::lrn_relu_concat")
     branches = list(branches)
+    if not branches:  # the dispatcher cannot even route an empty list to a device
+        raise ValueError("lrn_relu_concat: expected at least one branch, got an empty list")
     if out is None:
         return torch.ops.googlenet_fused.lrn_relu_concat(branches, size, alpha, beta, k)
     torch.ops.googlenet_fused.lrn_relu_concat_into(out, branches, size, alpha, beta, k)

@@ -1,0 +1,38 @@
+"""Shared checks: accuracy judged against float64, with low-precision PyTorch as the yardstick."""
+import torch
+
+FP32_TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def max_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+def assert_matches(out: torch.Tensor, ref64: torch.Tensor, torch_lowp: torch.Tensor | None = None,
+                   what: str = ""):
+    """``out`` vs the float64 reference. fp32/fp64: tight. fp16/bf16: no worse than twice plain
+    PyTorch's own error in that dtype (``torch_lowp``), plus a small floor. NaN never passes
+    unless the reference has NaN at the same places."""
+    assert out.shape == ref64.shape, f"{what}: shape {tuple(out.shape)} != {tuple(ref64.shape)}"
+    nan_out, nan_ref = torch.isnan(out), torch.isnan(ref64)
+    assert torch.equal(nan_out, nan_ref), (
+        f"{what}: NaN at {int((nan_out != nan_ref).sum())} places where the reference differs")
+    out, ref64 = out[~nan_out], ref64[~nan_ref]
+    if out.dtype in (torch.float32, torch.float64):
+        torch.testing.assert_close(out.double(), ref64, **FP32_TOL, msg=lambda m: f"{what}: {m}")
+        return
+    assert torch_lowp is not None, "low-precision outputs need plain PyTorch's error as yardstick"
+    allowed = 2 * max_error(torch_lowp[~nan_ref], ref64) + 1e-3 * ref64.abs().max().item() + 1e-6
+    err = max_error(out, ref64)
+    assert err <= allowed, f"{what}: max error {err:.3e} > allowed {allowed:.3e} ({out.dtype})"
+
+
+def plain_lowp(fn, inputs, *args):
+    """Plain PyTorch's result in the inputs' low precision: the yardstick for fp16/bf16. Where
+    ATen has no such kernel (LRN's avg_pool3d in fp16 on CPU), the fp32 result rounded to the
+    dtype stands in."""
+    try:
+        return fn(inputs, *args)
+    except (NotImplementedError, RuntimeError):
+        dtype = inputs[0].dtype
+        return fn([t.float() for t in inputs], *args).to(dtype)

@@ -1,0 +1,207 @@
+"""The extension op lrn_relu_concat against F.local_response_norm + relu + cat."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from googlenet_fused import ops
+from helpers import assert_matches, plain_lowp
+
+pytestmark = pytest.mark.skipif(not ops.extension_available(),
+                                reason=f"extension not built: {ops.EXTENSION_ERROR}")
+LRN = (5, 1e-3, 0.75, 2.0)
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def reference(branches, size=5, alpha=1e-3, beta=0.75, k=2.0):
+    return torch.cat([F.relu(F.local_response_norm(b, size, alpha, beta, k)) for b in branches], 1)
+
+
+def check(branches, out=None, lrn=LRN):
+    got = ops.lrn_relu_concat(branches, *lrn, out=out)
+    ref64 = reference([b.double() for b in branches], *lrn)
+    lowp = None
+    if branches[0].dtype in (torch.float16, torch.bfloat16):
+        lowp = plain_lowp(reference, branches, *lrn)
+    assert_matches(got, ref64, lowp, what=f"{[tuple(b.shape) for b in branches]} {branches[0].dtype}")
+    return got
+
+
+def make(shape_list, dtype=torch.float32, layout="nchw", device="cpu", scale=3.0):
+    out = []
+    for shape in shape_list:
+        t = scale * torch.randn(shape, dtype=torch.float32, device=device)
+        t = t.to(dtype)
+        if layout == "channels_last":
+            t = t.contiguous(memory_format=torch.channels_last)
+        elif layout == "strided":  # non-contiguous: every other column of a wider tensor
+            wide = torch.zeros(*shape[:3], 2 * shape[3], dtype=dtype, device=device)
+            wide[..., ::2] = t
+            t = wide[..., ::2]
+        out.append(t)
+    return out
+
+
+CHANNEL_SETS = [(1,), (2, 3), (4, 5, 6, 7), (1, 1, 1), (192, 208, 48, 64), (130, 17)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("channels", CHANNEL_SETS)
+@pytest.mark.parametrize("n, hw", [(1, (1, 1)), (33, (3, 5)), (2, (7, 7))])
+def test_matches_reference(dtype, layout, channels, n, hw):
+    check(make([(n, c, *hw) for c in channels], dtype, layout))
+
+
+@pytest.mark.parametrize("lrn", [(1, 1e-3, 0.75, 2.0), (3, 0.5, 0.5, 1.0), (4, 2.0, 1.3, 0.5),
+                                 (7, 1e-4, 0.75, 1.0)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_other_lrn_parameters(lrn, layout):
+    check(make([(2, 9, 4, 4), (2, 3, 4, 4)], layout=layout), lrn=lrn)
+
+
+def test_mixed_layouts_follow_first_branch():
+    a, = make([(2, 6, 5, 5)], layout="channels_last")
+    b, = make([(2, 3, 5, 5)])
+    got = check([a, b])
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert check([b, a]).is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_out_into_slice_leaves_the_rest(dtype, layout):
+    branches = make([(3, 4, 6, 5), (3, 9, 6, 5)], dtype, layout)
+    big = torch.full((3, 20, 6, 5), 1234.0, dtype=dtype)
+    if layout == "channels_last":
+        big = big.contiguous(memory_format=torch.channels_last)
+    sl = big[:, 5:18]
+    assert not sl.is_contiguous()
+    got = check(branches, out=sl)
+    assert got.data_ptr() == sl.data_ptr()
+    assert (big[:, :5] == 1234).all() and (big[:, 18:] == 1234).all()
+
+
+def test_single_branch_lrn_relu():
+    x, = make([(4, 11, 3, 3)])
+    torch.testing.assert_close(ops.lrn_relu(x), reference([x]), rtol=1e-5, atol=1e-6)
+    out = torch.empty_like(x)
+    assert ops.lrn_relu(x, out=out) is out
+    torch.testing.assert_close(out, reference([x]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 3, 3), (2, 4, 0, 3), (2, 4, 3, 0)])
+def test_empty(shape):
+    branches = [torch.randn(shape), torch.randn(shape[0], 2, *shape[2:])]
+    got = ops.lrn_relu_concat(branches)
+    assert got.shape == (shape[0], 6, *shape[2:])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_nan_and_inf_propagate_like_pytorch(layout):
+    branches = make([(2, 8, 4, 4), (2, 5, 4, 4)], layout=layout)
+    branches[0][0, 3, 1, 1] = float("nan")
+    branches[0][1, 0, 2, 2] = float("inf")
+    branches[1][1, 4, 0, 0] = float("-inf")
+    got = ops.lrn_relu_concat(branches)
+    ref = reference(branches)
+    assert torch.equal(torch.isnan(got), torch.isnan(ref))
+    assert torch.isnan(got).any()
+    torch.testing.assert_close(got, ref, equal_nan=True, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_errors():
+    a = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="at least one branch"):
+        ops.lrn_relu_concat([])
+    with pytest.raises(RuntimeError, match=r"agree in N, H and W.*\[2, 3, 4, 4\].*\[2, 3, 5, 4\]"):
+        ops.lrn_relu_concat([a, torch.randn(2, 3, 5, 4)])
+    with pytest.raises(RuntimeError, match=r"agree in N, H and W"):
+        ops.lrn_relu_concat([a, torch.randn(3, 3, 4, 4)])
+    with pytest.raises(RuntimeError, match="share a dtype"):
+        ops.lrn_relu_concat([a, a.double()])
+    with pytest.raises(RuntimeError, match="floating point"):
+        ops.lrn_relu_concat([torch.ones(2, 3, 4, 4, dtype=torch.int32)])
+    with pytest.raises(RuntimeError, match="4-D"):
+        ops.lrn_relu_concat([torch.randn(3, 4, 4)])
+    with pytest.raises(RuntimeError, match="size must be >= 1"):
+        ops.lrn_relu_concat([a], 0)
+    with pytest.raises(RuntimeError, match=r"out must have shape \[2, 3, 4, 4\].*\[2, 4, 4, 4\]"):
+        ops.lrn_relu_concat([a], out=torch.empty(2, 4, 4, 4))
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops.lrn_relu_concat([a], out=torch.empty(2, 3, 4, 4, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="overlaps"):
+        ops.lrn_relu_concat([a], out=a)
+    buf = torch.randn(2, 6, 4, 4)
+    with pytest.raises(RuntimeError, match="overlaps"):
+        ops.lrn_relu_concat([buf[:, :3]], out=buf[:, 2:5])
+    with pytest.raises(RuntimeError, match="share memory"):
+        ops.lrn_relu_concat([a], out=torch.empty(2, 3, 4, 1).expand(2, 3, 4, 4))
+
+
+def test_meta_device_error_or_shape():
+    # meta tensors go through the fake kernel: shape only
+    got = ops.lrn_relu_concat([torch.empty(2, 3, 4, 4, device="meta")] * 2)
+    assert got.shape == (2, 6, 4, 4)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_gradcheck(layout):
+    branches = [b.requires_grad_() for b in make([(2, 1, 3, 3), (2, 4, 3, 3), (2, 7, 3, 3)],
+                                                 torch.float64, layout, scale=10.0)]
+    assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs), branches)
+    assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs, 3, 0.5, 1.3, 0.7),
+                                    branches)
+
+
+def test_opcheck():
+    args = (make([(2, 1, 3, 3), (2, 5, 3, 3)]), 5, 1e-3, 0.75, 2.0)
+    torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat, args)
+    out = torch.empty(2, 9, 3, 3)[:, 1:7]
+    torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat_into, (out, *args))
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_no_graph_break():
+    branches = make([(2, 5, 4, 4), (2, 3, 4, 4)])
+
+    def fn(bs):
+        out = torch.empty(2, 10, 4, 4)
+        out[:, 8:] = 0
+        ops.lrn_relu_concat(bs, out=out[:, :8])
+        return ops.lrn_relu_concat(bs) * 2 + out[:, :8]
+
+    torch._dynamo.reset()
+    got = torch.compile(fn, fullgraph=True)(branches)
+    torch.testing.assert_close(got, 3 * reference(branches), rtol=1e-5, atol=1e-5)
+
+
+def test_missing_extension_message(monkeypatch):
+    monkeypatch.setattr(ops, "EXTENSION_ERROR", "ImportError: no _C")
+    with pytest.raises(RuntimeError, match=r"lrn_relu_concat.*no _C.*pip install --no-build-isolation"):
+        ops.lrn_relu_concat([torch.randn(1, 2, 2, 2)])
+
+
+# ------------------------------------------------------------------------------------- CUDA
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("channels", CHANNEL_SETS)
+@pytest.mark.parametrize("n, hw", [(1, (1, 1)), (33, (3, 5)), (16, (14, 14))])
+def test_cuda_matches_reference(dtype, layout, channels, n, hw):
+    check(make([(n, c, *hw) for c in channels], dtype, layout, device="cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cuda_out_slice_gradcheck_and_many_branches(layout):
+    branches = make([(3, c, 6, 5) for c in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)], layout=layout,
+                    device="cuda")  # ten branches: more than one launch
+    big = torch.full((3, 60, 6, 5), 1234.0, device="cuda")
+    if layout == "channels_last":
+        big = big.contiguous(memory_format=torch.channels_last)
+    check(branches, out=big[:, 2:57])
+    assert (big[:, :2] == 1234).all() and (big[:, 57:] == 1234).all()
+    bs = [b.double().requires_grad_() for b in branches[:3]]
+    assert torch.autograd.gradcheck(lambda *b: ops.lrn_relu_concat(b), bs)
+    with pytest.raises(RuntimeError, match="one device"):
+        ops.lrn_relu_concat([branches[0], branches[1].cpu()])
