@@ -203,14 +203,14 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0)):
     ``lrn`` = (size, alpha, beta, k); each branch is normalized over its own channels.
     """
     c1, c3r, c5r = channels
-    N, _, H, W = x.shape
     weight = _check(x, weight, bias, [("out1", out1)], "reductions_1x1")
+    N, _, H, W = x.shape
     if weight.shape[0] != c1 + c3r + c5r:
         raise ValueError(f"reductions_1x1: channels {tuple(channels)} do not add up to the "
                          f"{weight.shape[0]} rows of the stacked weights")
     _check_dest("reductions_1x1: out1", out1, (N, c1, H, W))
-    layout = (torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-              and not x.is_contiguous() else torch.contiguous_format)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     red3 = torch.empty((N, c3r, H, W), device=x.device, dtype=x.dtype, memory_format=layout)
     red5 = torch.empty((N, c5r, H, W), device=x.device, dtype=x.dtype, memory_format=layout)
     _launch(x, weight, bias, [out1, red3, red5], (c1, c3r, c5r), pool=False, lrn=lrn)
@@ -222,8 +222,8 @@ def pool_projection(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
 
     The max pool happens in the GEMM's operand load: no pooled tensor is written to memory.
     """
-    N, _, H, W = x.shape
     weight = _check(x, weight, bias, [("out", out)], "pool_projection")
+    N, _, H, W = x.shape
     _check_dest("pool_projection: out", out, (N, weight.shape[0], H, W))
     _launch(x, weight, bias, [out], (weight.shape[0],), pool=True, lrn=lrn)
     return out

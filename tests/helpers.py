@@ -35,4 +35,7 @@ def plain_lowp(fn, inputs, *args):
         return fn(inputs, *args)
     except (NotImplementedError, RuntimeError):
         dtype = inputs[0].dtype
-        return fn([t.float() for t in inputs], *args).to(dtype)
+        result = fn([t.float() for t in inputs], *args)
+        if isinstance(result, torch.Tensor):
+            return result.to(dtype)
+        return [t.to(dtype) for t in result]

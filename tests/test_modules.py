@@ -1,0 +1,299 @@
+"""FusedInception, FusedGoogLeNet and fuse(): drop-in behaviour, numerics, training, compile."""
+import logging
+
+import pytest
+import torch
+import torch.nn as nn
+
+from googlenet_fused import (INCEPTION_CONFIGS, FusedGoogLeNet, FusedInception, GoogLeNet,
+                             Inception, fuse)
+from googlenet_fused import backends
+from helpers import assert_matches
+
+CPU_BACKENDS = ["native", "reference"] + (["triton"] if backends.TRITON_ERROR is None else [])
+ODD_CONFIGS = [(3, 1, 2, 5, 1, 3, 2), (17, 7, 3, 4, 1, 1, 1), (1, 1, 1, 1, 1, 1, 1)]
+
+
+def pair(config, backend, dtype=torch.float32):
+    ref = Inception(*config).to(dtype).eval()
+    fused = FusedInception(*config, backend=backend).to(dtype).eval()
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    return ref, fused
+
+
+def spatial(backend, name):
+    return 3 if backend == "triton" else 7  # the interpreter is slow: small problems
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("name", list(INCEPTION_CONFIGS))
+def test_nine_configs_match_reference(backend, name):
+    ref, fused = pair(INCEPTION_CONFIGS[name], backend)
+    s = spatial(backend, name)
+    x = torch.randn(2, INCEPTION_CONFIGS[name].in_size, s, s)
+    with torch.no_grad():
+        assert_matches(fused(x), ref.double()(x.double()), what=f"{name} {backend}")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("config", ODD_CONFIGS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("n, hw", [(1, (1, 1)), (3, (5, 2))])
+def test_odd_configs_layouts(backend, config, layout, n, hw):
+    ref, fused = pair(config, backend)
+    x = torch.randn(n, config[0], *hw)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(n, config[0], hw[0], 2 * hw[1])[..., ::2]
+    with torch.no_grad():
+        assert_matches(fused(x), ref.double()(x.double()), what=f"{config} {backend} {layout}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_native(dtype):
+    ref, fused = pair(INCEPTION_CONFIGS["4a"], "native", dtype)
+    x = torch.randn(2, 480, 7, 7).to(dtype)
+    ref64 = Inception(*INCEPTION_CONFIGS["4a"]).double()
+    ref64.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        lowp = ref.float()(x.float()).to(dtype)  # CPU LRN has no fp16 kernel: fp32, rounded
+        assert_matches(fused(x), ref64(x.double()), lowp, what=str(dtype))
+
+
+def test_float64_native():
+    ref, fused = pair(INCEPTION_CONFIGS["3a"], "native", torch.float64)
+    x = torch.randn(2, 192, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x), rtol=1e-10, atol=1e-12)
+
+
+def test_state_dict_round_trips():
+    ref = Inception(*INCEPTION_CONFIGS["4a"])
+    fused = FusedInception(*INCEPTION_CONFIGS["4a"])
+    assert set(fused.state_dict()) == set(ref.state_dict())
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    ref2 = Inception(*INCEPTION_CONFIGS["4a"])
+    ref2.load_state_dict(fused.state_dict(), strict=True)
+    net, fnet = GoogLeNet((3, 64, 64)), FusedGoogLeNet((3, 64, 64))
+    assert list(net.state_dict()) == list(fnet.state_dict())
+    fnet.load_state_dict(net.state_dict(), strict=True)
+    net.load_state_dict(fnet.state_dict(), strict=True)
+
+
+def test_from_module_shares_parameters():
+    ref = Inception(*ODD_CONFIGS[0])
+    fused = FusedInception.from_module(ref, backend="native")
+    assert fused.case2[3].weight is ref.case2[3].weight
+    with torch.no_grad():
+        ref.case1[0].weight.mul_(2)  # seen through the shared parameter, cache invalidated
+        x = torch.randn(2, 3, 4, 4)
+        torch.testing.assert_close(fused(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_cache_invalidated():
+    ref, fused = pair(INCEPTION_CONFIGS["3a"], "native")
+    x = torch.randn(1, 192, 4, 4)
+    with torch.no_grad():
+        fused(x)
+        other = Inception(*INCEPTION_CONFIGS["3a"])
+        fused.load_state_dict(other.state_dict())
+        torch.testing.assert_close(fused(x), other.eval()(x), rtol=1e-5, atol=1e-6)
+        fused.double()
+        torch.testing.assert_close(fused(x.double()), other.double()(x.double()))
+
+
+def test_fuse_nested_model(caplog):
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Identity(), GoogLeNet((3, 64, 64)))
+            self.extra = Inception(*ODD_CONFIGS[0])
+
+    model = Wrapper().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.body(x)
+    with caplog.at_level(logging.INFO, logger="googlenet_fused"):
+        assert fuse(model, backend="native") is model
+    assert "replaced 10 Inception" in caplog.text
+    assert sum(isinstance(m, FusedInception) for m in model.modules()) == 10
+    assert not any(type(m) is Inception for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model.body(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_fused_googlenet_matches(backend):
+    net = GoogLeNet((3, 96, 96), n_classes=20).eval()
+    fnet = FusedGoogLeNet((3, 96, 96), n_classes=20, backend=backend).eval()
+    fnet.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert_matches(fnet(x), net.double()(x.double()), what=backend)
+
+
+def test_bad_input_errors():
+    fused = FusedInception(*INCEPTION_CONFIGS["4a"], backend="native")
+    with pytest.raises(ValueError, match=r"\[N, 480, H, W\].*\(1, 48, 7, 7\)"):
+        fused(torch.randn(1, 48, 7, 7))
+    with pytest.raises(ValueError, match="4-D"):
+        fused(torch.randn(480, 7, 7))
+    with pytest.raises(TypeError, match="floating-point"):
+        fused(torch.ones(1, 480, 7, 7, dtype=torch.int64))
+    with pytest.raises(TypeError, match="float64"):
+        fused(torch.randn(1, 480, 7, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        FusedInception(*INCEPTION_CONFIGS["4a"], backend="cuda")
+    with pytest.raises(ValueError, match="on meta but the module's parameters are on cpu"):
+        fused(torch.randn(1, 480, 7, 7, device="meta"))
+
+
+def test_unsupported_backend_lists_reasons(monkeypatch):
+    monkeypatch.setattr(backends, "_INTERPRET", False)
+    fused = FusedInception(*ODD_CONFIGS[0], backend="triton")
+    with pytest.raises(RuntimeError, match=r"backend 'triton' cannot run.*need CUDA tensors"):
+        fused(torch.randn(1, 3, 4, 4))
+    monkeypatch.setattr(backends.ops, "EXTENSION_ERROR", "ImportError: gone")
+    assert backends.select("auto", torch.randn(1, 3, 4, 4)) == "reference"
+    with pytest.raises(RuntimeError, match="extension is not built"):
+        backends.select("native", torch.randn(1, 3, 4, 4))
+
+
+def test_nan_and_inf_propagate():
+    ref, fused = pair(ODD_CONFIGS[1], "native")
+    x = torch.randn(2, 17, 5, 5)
+    x[0, 3, 2, 2] = float("nan")
+    x[1, 0, 0, 0] = float("inf")
+    with torch.no_grad():
+        got, expected = fused(x), ref(x)
+    assert torch.equal(torch.isnan(got), torch.isnan(expected)) and torch.isnan(got).any()
+
+
+def _grads(module, x):
+    x = x.clone().requires_grad_()
+    module.zero_grad()
+    (module(x) * torch.linspace(-1, 1, module(x).numel()).view_as(module(x)).to(x.dtype)
+     ).sum().backward()
+    return [x.grad] + [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradients_match_reference(backend):
+    config = ODD_CONFIGS[1]
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    ref, fused = pair(config, backend, dtype)
+    x = torch.randn(2, config[0], 4, 3, dtype=dtype)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    for g_fused, g_ref in zip(_grads(fused, x), _grads(ref, x)):
+        torch.testing.assert_close(g_fused, g_ref, **tol)
+
+
+@pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
+def test_sgd_steps_stay_together(backend):
+    config = ODD_CONFIGS[0]
+    ref = Inception(*config)
+    fused = FusedInception(*config, backend=backend)
+    fused.load_state_dict(ref.state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (ref, fused)]
+    for _ in range(4):
+        x = torch.randn(4, config[0], 5, 5)
+        target = torch.randn(4, ref.config.out_channels, 5, 5)
+        for m, opt in zip((ref, fused), opts):
+            opt.zero_grad()
+            ((m(x) - target) ** 2).mean().backward()
+            opt.step()
+    for p, q in zip(ref.parameters(), fused.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # and the inference cache sees the updated weights
+        x = torch.randn(2, config[0], 5, 5)
+        torch.testing.assert_close(fused(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
+def test_compile_fullgraph_and_backward(backend):
+    config = ODD_CONFIGS[0]
+    ref, fused = pair(config, backend)
+    torch._dynamo.reset()
+    compiled = torch.compile(fused, fullgraph=True)
+    x = torch.randn(2, config[0], 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), ref(x), rtol=1e-5, atol=1e-6)
+    fused.train()
+    xg = x.clone().requires_grad_()
+    compiled(xg).sum().backward()
+    xr = x.clone().requires_grad_()
+    ref.train()(xr).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_whole_network_native():
+    net = GoogLeNet((3, 64, 64)).eval()
+    fnet = FusedGoogLeNet((3, 64, 64), backend="native").eval()
+    fnet.load_state_dict(net.state_dict())
+    torch._dynamo.reset()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(fnet, fullgraph=True)(x), net(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
+def test_export(backend):
+    ref, fused = pair(ODD_CONFIGS[0], backend)
+    x = torch.randn(2, 3, 5, 5)
+    exported = torch.export.export(fused, (x,))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert any("googlenet_fused" in t for t in targets), targets
+    torch.testing.assert_close(exported.module()(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "native"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name, n", [("3a", 1), ("4a", 32), ("5b", 7)])
+def test_gpu_modules(backend, dtype, name, n):
+    cfg = INCEPTION_CONFIGS[name]
+    ref, fused = pair(cfg, backend, dtype)
+    ref.cuda(), fused.cuda()
+    ref64 = Inception(*cfg).double().cuda()
+    ref64.load_state_dict(ref.state_dict())
+    s = {"3a": 28, "4a": 14, "5b": 7}[name]
+    for layout in ("nchw", "channels_last"):
+        x = torch.randn(n, cfg.in_size, s, s, device="cuda").to(dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            lowp = ref(x) if dtype != torch.float32 else None
+            # fp32 conv on the GPU uses TF32 (as cuDNN does for the reference): judge like fp16
+            if dtype == torch.float32:
+                lowp = ref(x)
+                out = fused(x).float()
+                ref_out = ref64(x.double())
+                err, base = (out.double() - ref_out).abs().max(), (lowp.double() - ref_out).abs().max()
+                assert err <= 2 * base + 1e-4, (err, base)
+                continue
+            assert_matches(fused(x), ref64(x.double()), lowp, what=f"{name} {backend} {dtype}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "native"])
+def test_gpu_training_and_compile(backend):
+    cfg = INCEPTION_CONFIGS["4a"]
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref, fused = pair(cfg, backend)
+        ref.cuda(), fused.cuda()
+        x = torch.randn(4, cfg.in_size, 14, 14, device="cuda")
+        for g_fused, g_ref in zip(_grads(fused, x), _grads(ref, x)):
+            torch.testing.assert_close(g_fused, g_ref, rtol=1e-3, atol=1e-4)
+        torch._dynamo.reset()
+        with torch.no_grad():
+            torch.testing.assert_close(torch.compile(fused.eval(), fullgraph=True)(x), ref(x),
+                                       rtol=1e-4, atol=1e-4)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
