@@ -41,7 +41,10 @@ def configs(pool: bool) -> list[triton.Config]:
     ]
 
 
-@triton.jit
+# Shape and batch-stride arguments vary from module to module: specializing on them (== 1,
+# divisible by 16) would compile a new kernel per shape for no gain. Channel and pixel strides
+# stay specialized: a stride of 1 is what makes loads vectorize.
+@triton.jit(do_not_specialize=["sxn", "o0n", "o1n", "o2n", "H", "W", "K", "C0", "C1", "C_TOTAL"])
 def _conv1x1_lrn_relu_kernel(
     x_ptr, sxn, sxc, sxh, sxw,        # input [N, K, H, W], any strides
     w_ptr, swc, swk,                  # stacked weights [C_TOTAL, K]

@@ -1,0 +1,51 @@
+"""Shared set-up of the benchmark suites: providers, synchronized timing, extra_info."""
+import os
+import platform
+
+import pytest
+import torch
+
+ON_GPU = torch.cuda.is_available()
+if not ON_GPU:
+    os.environ.setdefault("TRITON_INTERPRET", "0")
+
+DEVICE = "cuda" if ON_GPU else "cpu"
+DEVICE_NAME = torch.cuda.get_device_name() if ON_GPU else (platform.processor() or "CPU")
+BATCHES = [1, 32, 256] if ON_GPU else [1, 16]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16} if ON_GPU \
+    else {"fp32": torch.float32}
+LAYOUTS = ["nchw", "channels_last"]
+
+
+def versions():
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return dict(torch=torch.__version__, triton=triton_version,
+                cuda=torch.version.cuda if ON_GPU else None, device_name=DEVICE_NAME,
+                cpu_threads=torch.get_num_threads())
+
+
+def run_benchmark(benchmark, fn, info):
+    """Time ``fn`` (synchronizing on GPU, so no asynchronous launch is timed) and record info."""
+    def call():
+        fn()
+        if ON_GPU:
+            torch.cuda.synchronize()
+
+    for _ in range(3):  # warm-up: autotuning, compilation, oneDNN / cuDNN plan creation
+        call()
+    benchmark.extra_info.update(info, **versions())
+    rounds = int(os.environ.get("BENCH_ROUNDS", 20 if ON_GPU else 5))
+    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
+    stats = benchmark.stats.stats if benchmark.stats else None
+    if stats is not None and info.get("macs"):
+        benchmark.extra_info["gflops"] = 2 * info["macs"] / stats.median / 1e9
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield

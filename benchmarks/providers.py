@@ -1,0 +1,62 @@
+"""What the benchmarks compare, for one inception module or the whole network.
+
+- ``eager``: the reference module.
+- ``compile``: torch.compile of the reference (default mode); on GPU also
+  ``compile-max-autotune`` (mode "max-autotune-no-cudagraphs").
+- ``fused-<backend>``: FusedInception / FusedGoogLeNet with that backend.
+- ``conv-floor``: the module's convolutions alone (cuDNN / oneDNN, the 1×1s merged), the cost of
+  doing nothing but the arithmetic that cannot be fused away.
+"""
+import torch
+import torch.nn.functional as F
+
+from googlenet_fused import FusedGoogLeNet, FusedInception, backends
+from googlenet_fused.reference import GoogLeNet, Inception
+
+
+def fused_backends(x):
+    return [b for b in ("triton", "native") if not backends.not_supported_reasons(b, x)]
+
+
+def conv_floor_inception(module: Inception):
+    w = torch.cat([module.case1[0].weight, module.case2[0].weight, module.case3[0].weight])
+    b = torch.cat([module.case1[0].bias, module.case2[0].bias, module.case3[0].bias])
+    c1, c3r = module.case1[0].out_channels, module.case2[0].out_channels
+    conv3, conv5, proj = module.case2[3], module.case3[3], module.case4[1]
+
+    def run(x):
+        z = F.conv2d(x, w, b)
+        F.conv2d(z.narrow(1, c1, c3r), conv3.weight, conv3.bias, padding=1)
+        F.conv2d(z.narrow(1, c1 + c3r, z.shape[1] - c1 - c3r), conv5.weight, conv5.bias,
+                 padding=2)
+        return F.conv2d(x, proj.weight, proj.bias)
+    return run
+
+
+def make_provider(name, module, x):
+    """A zero-argument callable for provider ``name`` on input ``x``."""
+    if name == "eager":
+        return lambda: module(x)
+    if name == "compile":
+        torch._dynamo.reset()
+        compiled = torch.compile(module)
+        return lambda: compiled(x)
+    if name == "compile-max-autotune":
+        torch._dynamo.reset()
+        compiled = torch.compile(module, mode="max-autotune-no-cudagraphs")
+        return lambda: compiled(x)
+    if name.startswith("fused-"):
+        backend = name.split("-", 1)[1]
+        if isinstance(module, Inception):
+            fused = FusedInception.from_module(module, backend=backend)
+        else:
+            fused = FusedGoogLeNet(module.image_shape, module.fc[1].out_features, backend=backend)
+            fused.load_state_dict(module.state_dict())
+            fused.to(x.device, x.dtype).eval()
+        return lambda: fused(x)
+    if name == "conv-floor":
+        if isinstance(module, Inception):
+            floor = conv_floor_inception(module)
+            return lambda: floor(x)
+        return None
+    raise ValueError(name)

@@ -1,0 +1,119 @@
+"""Turn a pytest-benchmark JSON file into a markdown table and a PNG chart.
+
+    python benchmarks/report.py results.json --out DIR [--title TEXT]
+
+Per (module, batch, dtype, layout): median time of each provider, the fused providers' speedup
+over eager and over torch.compile, their time as a multiple of the convolution floor, GFLOP/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import defaultdict
+
+ORDER = ["eager", "compile", "compile-max-autotune", "fused-triton", "fused-native", "conv-floor"]
+MODULE_ORDER = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "network"]
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    groups = defaultdict(dict)
+    meta = {}
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if not bench.get("stats"):
+            continue
+        key = (info["module"], info["batch"], info["dtype"], info["layout"])
+        groups[key][info["provider"]] = dict(median=bench["stats"]["median"],
+                                             gflops=info.get("gflops"))
+        meta = {k: info.get(k) for k in ("device_name", "torch", "triton", "cuda", "cpu_threads")}
+    return groups, meta
+
+
+def best_fused(row):
+    fused = {p: v for p, v in row.items() if p.startswith("fused-")}
+    return min(fused.items(), key=lambda kv: kv[1]["median"]) if fused else (None, None)
+
+
+def markdown(groups, meta, title):
+    lines = [f"# {title}", "",
+             f"Device: {meta.get('device_name')}; torch {meta.get('torch')}, triton "
+             f"{meta.get('triton')}, CUDA {meta.get('cuda')}, {meta.get('cpu_threads')} CPU threads.",
+             "Times are medians in ms; speedups are eager / fused and compile / fused, taken side "
+             "by side in one run; 'floor' is fused time over the convolutions-alone time.", "",
+             "| module | batch | dtype | layout | eager | compile | max-autotune | fused (best) "
+             "| vs eager | vs compile | vs max-autotune | x floor | fused GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(row, p):
+        return f"{1e3 * row[p]['median']:.3f}" if p in row else "-"
+
+    def ratio(row, p, t):
+        return f"{row[p]['median'] / t:.2f}x" if p in row else "-"
+
+    for key in sorted(groups, key=lambda k: (MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER
+                                            else 99, k[1], k[2], k[3])):
+        row = groups[key]
+        name, best = best_fused(row)
+        if best is None:
+            continue
+        t = best["median"]
+        floor = f"{t / row['conv-floor']['median']:.2f}" if "conv-floor" in row else "-"
+        gf = f"{best['gflops']:.0f}" if best.get("gflops") else "-"
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {ms(row, 'eager')} | "
+                     f"{ms(row, 'compile')} | {ms(row, 'compile-max-autotune')} | "
+                     f"{1e3 * t:.3f} ({name[6:]}) | {ratio(row, 'eager', t)} | "
+                     f"{ratio(row, 'compile', t)} | {ratio(row, 'compile-max-autotune', t)} | "
+                     f"{floor} | {gf} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(groups, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in sorted(groups, key=lambda k: (k[1], k[2], k[3], MODULE_ORDER.index(k[0])
+                                                     if k[0] in MODULE_ORDER else 99))
+            if best_fused(groups[k])[0] and "eager" in groups[k]]
+    if not keys:
+        return
+    baselines = [p for p in ("eager", "compile", "compile-max-autotune")
+                 if any(p in groups[k] for k in keys)]
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(keys) * len(baselines)), 4.5))
+    width = 0.8 / len(baselines)
+    for i, base in enumerate(baselines):
+        ys = [groups[k][base]["median"] / best_fused(groups[k])[1]["median"]
+              if base in groups[k] else 0 for k in keys]
+        ax.bar([j + i * width for j in range(len(keys))], ys, width, label=f"fused vs {base}")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([j + width * (len(baselines) - 1) / 2 for j in range(len(keys))],
+                  [f"{k[0]}\nb{k[1]} {k[2]}\n{k[3][:2]}" for k in keys], fontsize=7)
+    ax.set_ylabel("speedup (x)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json_file")
+    parser.add_argument("--out", default=".", help="folder for report.md and speedup.png")
+    parser.add_argument("--title", default="googlenet-fused benchmarks")
+    args = parser.parse_args(argv)
+    groups, meta = load(args.json_file)
+    os.makedirs(args.out, exist_ok=True)
+    md = markdown(groups, meta, args.title)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(md)
+    chart(groups, os.path.join(args.out, "speedup.png"), f"{args.title} ({meta.get('device_name')})")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
