@@ -72,7 +72,7 @@ setup(
     package_dir={"googlenet_fused.kernels": "kernels"},
     install_requires=["torch>=2.11", "numpy", "triton>=3.6; platform_system == 'Linux'"],
     extras_require={
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "matplotlib"],
         "plot": ["matplotlib"],
     },
     ext_modules=ext_modules,
