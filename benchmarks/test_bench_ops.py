@@ -1,0 +1,75 @@
+"""Each fused op against the PyTorch ops it replaces.
+
+- lrn_relu_concat (extension): inception-4a branch shapes, batch 16, vs F.local_response_norm +
+  relu per branch + torch.cat. CPU here; CUDA too when present.
+- Triton kernels (GPU only): merged 1×1 reductions (three 1×1 convs + three LRN + three ReLU) and
+  the pool projection (max pool + conv + LRN + ReLU), for 3a, 4a, 5b at batch 1, 32, 256.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import DEVICE, DTYPES, ON_GPU, run_benchmark
+from googlenet_fused import backends, ops
+from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224
+
+LRN = (5, 1e-3, 0.75, 2.0)
+
+
+def lrn_relu(u):
+    return F.relu(F.local_response_norm(u, *LRN))
+
+
+@pytest.mark.skipif(not ops.extension_available(), reason="extension not built")
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("provider", ["lrn-eager", "lrn-fused"])
+def test_lrn_relu_concat(benchmark, provider, layout):
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    branches = [torch.randn(16, c, 14, 14, device=DEVICE).contiguous(memory_format=fmt)
+                for c in (192, 208, 48, 64)]
+    if provider == "lrn-fused":
+        def fn():
+            return ops.lrn_relu_concat(branches, *LRN)
+    else:
+        def fn():
+            return torch.cat([lrn_relu(b) for b in branches], 1)
+    benchmark.group = f"lrn_relu_concat 4a branches batch 16 {layout}"
+    run_benchmark(benchmark, fn, dict(module="4a-lrn", provider=provider, batch=16, dtype="fp32",
+                                      layout=layout))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not ON_GPU or backends.TRITON_ERROR is not None, reason="needs a GPU")
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("batch", [1, 32, 256])
+@pytest.mark.parametrize("provider", ["kernel-eager", "kernel-compile", "kernel-triton"])
+@pytest.mark.parametrize("kernel", ["reductions", "pool"])
+@pytest.mark.parametrize("module_name", ["3a", "4a", "5b"])
+def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
+    from googlenet_fused.kernels.conv1x1_lrn_relu import pool_projection, reductions_1x1
+
+    cin, c1, c3r, _, c5r, _, cp = INCEPTION_CONFIGS[module_name]
+    s, dt = SPATIAL_AT_224[module_name], DTYPES[dtype]
+    x = torch.randn(batch, cin, s, s, device=DEVICE, dtype=dt)
+    chans = (c1, c3r, c5r) if kernel == "reductions" else (cp,)
+    w = torch.randn(sum(chans), cin, 1, 1, device=DEVICE, dtype=dt) * cin ** -0.5
+    b = torch.randn(sum(chans), device=DEVICE, dtype=dt)
+    out = torch.empty(batch, chans[0], s, s, device=DEVICE, dtype=dt)
+
+    def eager():
+        if kernel == "pool":
+            return lrn_relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w, b))
+        ws, bs = w.split(list(chans)), b.split(list(chans))
+        return [lrn_relu(F.conv2d(x, wi, bi)) for wi, bi in zip(ws, bs)]
+
+    if provider == "kernel-triton":
+        fn = (lambda: pool_projection(x, w, b, out, LRN)) if kernel == "pool" else \
+            (lambda: reductions_1x1(x, w, b, chans, out, LRN))
+    elif provider == "kernel-compile":
+        torch._dynamo.reset()
+        fn = torch.compile(eager)
+    else:
+        fn = eager
+    benchmark.group = f"{kernel} {module_name} batch {batch} {dtype}"
+    run_benchmark(benchmark, fn, dict(module=f"{module_name}-{kernel}", provider=provider,
+                                      batch=batch, dtype=dtype, layout="nchw"))
