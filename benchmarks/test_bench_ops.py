@@ -22,12 +22,12 @@ def lrn_relu(u):
 
 @pytest.mark.skipif(not ops.extension_available(), reason="extension not built")
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("provider", ["lrn-eager", "lrn-fused"])
+@pytest.mark.parametrize("provider", ["eager", "fused-extension"])
 def test_lrn_relu_concat(benchmark, provider, layout):
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     branches = [torch.randn(16, c, 14, 14, device=DEVICE).contiguous(memory_format=fmt)
                 for c in (192, 208, 48, 64)]
-    if provider == "lrn-fused":
+    if provider == "fused-extension":
         def fn():
             return ops.lrn_relu_concat(branches, *LRN)
     else:
@@ -42,7 +42,7 @@ def test_lrn_relu_concat(benchmark, provider, layout):
 @pytest.mark.skipif(not ON_GPU or backends.TRITON_ERROR is not None, reason="needs a GPU")
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("batch", [1, 32, 256])
-@pytest.mark.parametrize("provider", ["kernel-eager", "kernel-compile", "kernel-triton"])
+@pytest.mark.parametrize("provider", ["eager", "compile", "fused-triton"])
 @pytest.mark.parametrize("kernel", ["reductions", "pool"])
 @pytest.mark.parametrize("module_name", ["3a", "4a", "5b"])
 def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
@@ -62,10 +62,10 @@ def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
         ws, bs = w.split(list(chans)), b.split(list(chans))
         return [lrn_relu(F.conv2d(x, wi, bi)) for wi, bi in zip(ws, bs)]
 
-    if provider == "kernel-triton":
+    if provider == "fused-triton":
         fn = (lambda: pool_projection(x, w, b, out, LRN)) if kernel == "pool" else \
             (lambda: reductions_1x1(x, w, b, chans, out, LRN))
-    elif provider == "kernel-compile":
+    elif provider == "compile":
         torch._dynamo.reset()
         fn = torch.compile(eager)
     else:
