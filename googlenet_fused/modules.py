@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends, ops
-from .inception_op import inception_triton, layout_of
+from .inception_op import inception_triton
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, GoogLeNet, Inception, check_input
 
 logger = logging.getLogger("googlenet_fused")
@@ -138,7 +138,7 @@ class FusedGoogLeNet(GoogLeNet):
         self.backend = backend
 
     def forward(self, x):
-        if x.device.type == "cpu" and isinstance(x, torch.Tensor) and x.dim() == 4:
+        if isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # see FusedInception._native
         return super().forward(x)
 
@@ -160,4 +160,4 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     return model
 
 
-__all__ = ["FusedInception", "FusedGoogLeNet", "fuse", "layout_of"]
+__all__ = ["FusedInception", "FusedGoogLeNet", "fuse"]
