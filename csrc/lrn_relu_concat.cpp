@@ -7,6 +7,7 @@
 // NCHW and its channel slices) and "channels-last" (channels contiguous at each pixel). An input
 // whose strides fit neither the output's layout is copied once into it.
 #include "lrn_relu_concat.h"
+#include "layout.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -17,49 +18,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
-#include <sstream>
 
 namespace googlenet_fused {
 namespace {
-
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-
-std::string shapes_str(const std::vector<at::Tensor>& ts) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < ts.size(); ++i) s << (i ? ", " : "") << ts[i].sizes();
-  s << "]";
-  return s.str();
-}
-
-// Stride between consecutive pixels when (H, W) can be walked as one axis; nullopt otherwise.
-std::optional<int64_t> pixel_stride(const at::Tensor& t) {
-  const int64_t H = t.size(2), W = t.size(3);
-  if (H * W <= 1) return 1;
-  if (W == 1) return t.stride(2);
-  if (H == 1 || t.stride(2) == W * t.stride(3)) return t.stride(3);
-  return std::nullopt;
-}
-
-bool is_planar(const at::Tensor& t) {
-  auto ps = pixel_stride(t);
-  return ps && *ps == 1;
-}
-
-bool is_channels_last_like(const at::Tensor& t) {
-  return pixel_stride(t).has_value() && (t.size(1) == 1 || t.stride(1) == 1);
-}
-
-// The layout of a new output: channels_last when the first branch keeps channels contiguous.
-at::MemoryFormat output_format(const at::Tensor& first) {
-  const bool cl = first.size(1) > 1 && first.stride(1) == 1 && first.size(2) * first.size(3) > 1;
-  return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
 
 void check_lrn_args(const std::vector<at::Tensor>& branches, const LrnParams& p) {
   TORCH_CHECK(!branches.empty(), "lrn_relu_concat: expected at least one branch, got an empty list");

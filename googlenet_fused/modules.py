@@ -104,7 +104,7 @@ class FusedInception(Inception):
         red5 = ops.lrn_relu(z.narrow(1, c1 + c3r, z.shape[1] - c1 - c3r), *LRN)
         y3 = F.conv2d(red3, conv3.weight, conv3.bias, padding=1)
         y5 = F.conv2d(red5, conv5.weight, conv5.bias, padding=2)
-        yp = F.conv2d(F.max_pool2d(x, 3, 1, 1), proj.weight, proj.bias)
+        yp = F.conv2d(ops.max_pool3x3(x), proj.weight, proj.bias)
         # The concat is free: the op writes each branch into its slice of one new tensor.
         return ops.lrn_relu_concat([z.narrow(1, 0, c1), y3, y5, yp], *LRN)
 

@@ -39,3 +39,20 @@ def plain_lowp(fn, inputs, *args):
         if isinstance(result, torch.Tensor):
             return result.to(dtype)
         return [t.to(dtype) for t in result]
+
+
+def make_inputs(shape_list, dtype=torch.float32, layout="nchw", device="cpu", scale=3.0):
+    """Random tensors of the given shapes in layout "nchw", "channels_last" or "strided"
+    (every other column of a wider tensor)."""
+    out = []
+    for shape in shape_list:
+        t = scale * torch.randn(shape, dtype=torch.float32, device=device)
+        t = t.to(dtype)
+        if layout == "channels_last":
+            t = t.contiguous(memory_format=torch.channels_last)
+        elif layout == "strided":  # non-contiguous: every other column of a wider tensor
+            wide = torch.zeros(*shape[:3], 2 * shape[3], dtype=dtype, device=device)
+            wide[..., ::2] = t
+            t = wide[..., ::2]
+        out.append(t)
+    return out

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from googlenet_fused import ops
-from helpers import assert_matches, plain_lowp
+from helpers import assert_matches, make_inputs as make, plain_lowp
 
 pytestmark = pytest.mark.skipif(not ops.extension_available(),
                                 reason=f"extension not built: {ops.EXTENSION_ERROR}")
@@ -24,21 +24,6 @@ def check(branches, out=None, lrn=LRN):
         lowp = plain_lowp(reference, branches, *lrn)
     assert_matches(got, ref64, lowp, what=f"{[tuple(b.shape) for b in branches]} {branches[0].dtype}")
     return got
-
-
-def make(shape_list, dtype=torch.float32, layout="nchw", device="cpu", scale=3.0):
-    out = []
-    for shape in shape_list:
-        t = scale * torch.randn(shape, dtype=torch.float32, device=device)
-        t = t.to(dtype)
-        if layout == "channels_last":
-            t = t.contiguous(memory_format=torch.channels_last)
-        elif layout == "strided":  # non-contiguous: every other column of a wider tensor
-            wide = torch.zeros(*shape[:3], 2 * shape[3], dtype=dtype, device=device)
-            wide[..., ::2] = t
-            t = wide[..., ::2]
-        out.append(t)
-    return out
 
 
 CHANNEL_SETS = [(1,), (2, 3), (4, 5, 6, 7), (1, 1, 1), (192, 208, 48, 64), (130, 17)]
