@@ -165,7 +165,7 @@ void planar_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& ou
 }
 
 // Channels-last: a task is one pixel of one image; each branch's channels are contiguous there.
-template <typename scalar_t, typename acc_t, bool kBeta075>
+template <typename scalar_t, typename acc_t, bool kBeta075, int64_t kSize>
 void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
                           const LrnParams& p, const Norm<acc_t>& norm) {
   const int64_t N = out.size(0), HW = out.size(2) * out.size(3);
@@ -174,27 +174,38 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Ten
   const int64_t before = p.size / 2, after = (p.size - 1) / 2;
   const int64_t out_ps = *pixel_stride(out);
   scalar_t* out_ptr = out.data_ptr<scalar_t>();
+  struct View {
+    const scalar_t* data;
+    int64_t image_stride, pixel_stride, channels;
+  };
+  std::vector<View> views;
+  for (const auto& b : branches) {
+    views.push_back({b.const_data_ptr<scalar_t>(), b.stride(0), *pixel_stride(b), b.size(1)});
+  }
   at::parallel_for(0, N * HW, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out.size(1))),
                    [&](int64_t begin, int64_t end) {
     // padded[before + c] = a_c^2, zeros on both sides, so every window is a plain sum.
-    std::vector<acc_t> padded(max_c + before + after, acc_t(0)), sum(max_c);
+    std::vector<acc_t> padded(max_c + before + after, acc_t(0));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / HW, px = task % HW;
       scalar_t* dst = out_ptr + n * out.stride(0) + px * out_ps;
-      for (const auto& b : branches) {
-        const int64_t Cb = b.size(1);
-        const scalar_t* src = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * *pixel_stride(b);
+      for (const View& b : views) {
+        const int64_t Cb = b.channels;
+        const scalar_t* src = b.data + n * b.image_stride + px * b.pixel_stride;
+        acc_t* sq = padded.data();
         for (int64_t c = 0; c < Cb; ++c) {
           const acc_t v = static_cast<acc_t>(src[c]);
-          padded[before + c] = v * v;
+          sq[before + c] = v * v;
         }
-        std::fill(padded.begin() + before + Cb, padded.begin() + before + Cb + after, acc_t(0));
-        std::fill(sum.begin(), sum.begin() + Cb, acc_t(0));
-        for (int64_t t = 0; t < p.size; ++t) {
-          const acc_t* sq = padded.data() + t;
-          for (int64_t c = 0; c < Cb; ++c) sum[c] += sq[c];
+        std::fill(sq + before + Cb, sq + before + Cb + after, acc_t(0));
+        // One pass: window sum and normalization per channel. A compile-time window (the
+        // network's 5) lets the compiler unroll the sum and vectorize over channels.
+        const int64_t size = kSize > 0 ? kSize : p.size;
+        for (int64_t c = 0; c < Cb; ++c) {
+          acc_t s = acc_t(0);
+          for (int64_t t = 0; t < size; ++t) s += sq[c + t];
+          dst[c] = static_cast<scalar_t>(norm.template apply<kBeta075>(static_cast<acc_t>(src[c]), s));
         }
-        normalize_run<scalar_t, acc_t, kBeta075>(sum.data(), src, dst, Cb, norm);
         dst += Cb;
       }
     }
@@ -232,8 +243,9 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, cons
       beta075 ? planar_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
               : planar_kernel<scalar_t, acc_t, false>(branches, out, p, norm);
     } else {
-      beta075 ? channels_last_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
-              : channels_last_kernel<scalar_t, acc_t, false>(branches, out, p, norm);
+      // The network's LRN (size 5, beta 0.75) gets its own instantiation; the rest is generic.
+      (beta075 && p.size == 5) ? channels_last_kernel<scalar_t, acc_t, true, 5>(branches, out, p, norm)
+                               : channels_last_kernel<scalar_t, acc_t, false, 0>(branches, out, p, norm);
     }
   });
 }
