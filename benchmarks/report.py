@@ -3,7 +3,8 @@
     python benchmarks/report.py results.json --out DIR [--title TEXT]
 
 Per (module, batch, dtype, layout): median time of each provider, the fused providers' speedup
-over eager and over torch.compile, their time as a multiple of the convolution floor, GFLOP/s.
+over eager and over torch.compile, their time as a multiple of the convolution floor, GFLOP/s;
+then the project's speed goals for that device, each marked met or missed with the rows that miss.
 """
 from __future__ import annotations
 
@@ -14,6 +15,31 @@ from collections import defaultdict
 
 ORDER = ["eager", "compile", "compile-max-autotune", "fused-triton", "fused-native", "conv-floor"]
 MODULE_ORDER = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "network"]
+
+
+def _module_at(batch, dtypes):
+    return lambda key: key[0] != "network" and key[1] == batch and key[2] in dtypes
+
+
+# The goals of the benchmark issue: (what, which rows, baseline provider, least baseline/fused).
+GOALS = {
+    "cpu": [
+        ("fused >= 4x eager per module, batch 16, fp32", _module_at(16, ("fp32",)), "eager", 4.0),
+        ("fused >= 1.5x torch.compile per module, batch 16, fp32", _module_at(16, ("fp32",)),
+         "compile", 1.5),
+        ("fused <= 1.25x the convolution floor per module, batch 16, fp32",
+         _module_at(16, ("fp32",)), "conv-floor", 1 / 1.25),
+        ("whole network >= 3x eager, batch 8, fp32",
+         lambda key: key[0] == "network" and key[1] == 8 and key[2] == "fp32", "eager", 3.0),
+    ],
+    "gpu": [
+        ("fused >= 3x eager, fp16/bf16, batch 32 and 256, modules and network",
+         lambda key: key[1] in (32, 256) and key[2] in ("fp16", "bf16"), "eager", 3.0),
+        ("fused >= 1.3x torch.compile max-autotune, fp16/bf16, batch 32 and 256, modules and "
+         "network", lambda key: key[1] in (32, 256) and key[2] in ("fp16", "bf16"),
+         "compile-max-autotune", 1.3),
+    ],
+}
 
 
 def load(path):
@@ -67,7 +93,33 @@ def markdown(groups, meta, title):
                      f"{1e3 * t:.3f} ({name[6:]}) | {ratio(row, 'eager', t)} | "
                      f"{ratio(row, 'compile', t)} | {ratio(row, 'compile-max-autotune', t)} | "
                      f"{floor} | {gf} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + goals(groups, meta)) + "\n"
+
+
+def goals(groups, meta):
+    """Markdown lines: each goal of this device met or missed, with the rows that miss it."""
+    device = "gpu" if meta.get("cuda") else "cpu"
+    lines = ["", f"## Goals ({device.upper()})", ""]
+    for what, selects, baseline, least in GOALS[device]:
+        rows = []
+        for key in sorted(groups, key=lambda k: (MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER
+                                                else 99, k[1], k[2], k[3])):
+            _, best = best_fused(groups[key])
+            if selects(key) and best is not None and baseline in groups[key]:
+                rows.append((key, groups[key][baseline]["median"] / best["median"]))
+        if not rows:
+            lines.append(f"- NOT MEASURED: {what}")
+            continue
+        missed = [(k, r) for k, r in rows if r < least]
+        fmt = (lambda r: f"{1 / r:.2f}x floor") if baseline == "conv-floor" else (
+            lambda r: f"{r:.2f}x")
+        if not missed:
+            lines.append(f"- MET: {what} (all {len(rows)} rows; worst "
+                         f"{fmt(min(r for _, r in rows))})")
+        else:
+            detail = ", ".join(f"{k[0]} b{k[1]} {k[2]} {k[3]}: {fmt(r)}" for k, r in missed)
+            lines.append(f"- MISSED: {what} ({len(missed)} of {len(rows)} rows: {detail})")
+    return lines
 
 
 def chart(groups, path, title):

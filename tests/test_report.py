@@ -1,0 +1,56 @@
+"""benchmarks/report.py on a made-up pytest-benchmark file: table, ratios and the goal verdicts."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+import report  # noqa: E402
+
+
+def _bench(module, provider, batch, median_s, dtype="fp32", layout="nchw", cuda=None):
+    return dict(stats=dict(median=median_s), extra_info=dict(
+        module=module, provider=provider, batch=batch, dtype=dtype, layout=layout, gflops=10.0,
+        device_name="test CPU", torch="2.x", triton="3.x", cuda=cuda, cpu_threads=2))
+
+
+@pytest.fixture
+def cpu_results(tmp_path):
+    rows = [
+        # 4a meets everything: 4.4x eager, 2x compile, 1.1x floor
+        _bench("4a", "eager", 16, 0.088), _bench("4a", "compile", 16, 0.040),
+        _bench("4a", "fused-native", 16, 0.020), _bench("4a", "conv-floor", 16, 0.0182),
+        # 5b misses the eager goal (3x) and the floor goal (1.5x floor)
+        _bench("5b", "eager", 16, 0.060), _bench("5b", "compile", 16, 0.040),
+        _bench("5b", "fused-native", 16, 0.020), _bench("5b", "conv-floor", 16, 0.0133),
+        # batch 1 rows are outside every CPU goal
+        _bench("5b", "eager", 1, 0.002), _bench("5b", "fused-native", 1, 0.002),
+        _bench("network", "eager", 8, 0.9), _bench("network", "fused-native", 8, 0.25),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(dict(benchmarks=rows)))
+    return path
+
+
+def test_table_ratios_and_goals(cpu_results, tmp_path):
+    report.main([str(cpu_results), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| 4a | 16 | fp32 | nchw | 88.000 | 40.000 | - | 20.000 (native) | 4.40x | 2.00x |" in md
+    assert ("- MISSED: fused >= 4x eager per module, batch 16, fp32 (1 of 2 rows: "
+            "5b b16 fp32 nchw: 3.00x)") in md
+    assert "- MET: fused >= 1.5x torch.compile per module, batch 16, fp32 (all 2 rows; worst 2.00x)" in md
+    assert "5b b16 fp32 nchw: 1.50x floor" in md and "4a b16 fp32 nchw: 1.10x floor" not in md
+    assert "- MET: whole network >= 3x eager, batch 8, fp32 (all 1 rows; worst 3.60x)" in md
+    assert (tmp_path / "out" / "speedup.png").stat().st_size > 0
+
+
+def test_gpu_goals_not_measured_are_said(tmp_path):
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(dict(benchmarks=[
+        _bench("4a", "eager", 32, 0.004, "fp16", cuda="13.0"),
+        _bench("4a", "fused-triton", 32, 0.001, "fp16", cuda="13.0")])))
+    md = report.markdown(*report.load(str(path)), "t")
+    assert "## Goals (GPU)" in md
+    assert "- MET: fused >= 3x eager" in md
+    assert "- NOT MEASURED: fused >= 1.3x torch.compile max-autotune" in md
