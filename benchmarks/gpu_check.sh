@@ -41,7 +41,7 @@ timeout ${GPU_TEST_TIMEOUT:-300} $py -m pytest tests -m gpu -q -p no:cacheprovid
 
 step "benchmark subset"
 if [ "$dry" = "1" ]; then
-  bench_args=(-k "5b-eager-1-fp32-nchw or 5b-fused-native-1-fp32-nchw or network")
+  bench_args=(-k "5b-1-fp32-nchw-eager or 5b-1-fp32-nchw-fused-native or network")
   export BENCH_ROUNDS=1 BENCH_NET_BATCHES=1 BENCH_MODULES=5b TRITON_INTERPRET=0
 else
   # sized to a few minutes: each torch.compile provider compiles per shape
