@@ -38,7 +38,7 @@ def run_benchmark(benchmark, fn, info):
     for _ in range(3):  # warm-up: autotuning, compilation, oneDNN / cuDNN plan creation
         call()
     benchmark.extra_info.update(info, **versions())
-    rounds = int(os.environ.get("BENCH_ROUNDS", 20 if ON_GPU else 5))
+    rounds = int(os.environ.get("BENCH_ROUNDS", 20 if ON_GPU else 11))
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
     stats = benchmark.stats.stats if benchmark.stats else None
     if stats is not None and info.get("macs"):
