@@ -27,7 +27,7 @@ summary: install
 test: install
 	$(PY) -m pytest -q
 	BENCH_MODULES=5b BENCH_NET_BATCHES=1 $(PY) -m pytest -q -p no:cacheprovider \
-		benchmarks --benchmark-disable -k "(5b-1- and not compile) or 5b-1-fp32-nchw-compile or 5b-16-fp32-nchw-fused or network or lrn_relu_concat or triton_kernel"
+		benchmarks --benchmark-disable -k "(5b-1- and not compile) or 5b-1-fp32-nchw-compile or 5b-16-fp32-nchw-fused or network or lrn_relu_concat or max_pool3x3 or triton_kernel"
 	GPU_CHECK_DRY=1 PYTHON=$(abspath $(PY)) bash benchmarks/gpu_check.sh $(VENV)/gpu_check_dry
 
 bench: install

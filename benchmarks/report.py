@@ -1,10 +1,10 @@
 """Turn a pytest-benchmark JSON file into a markdown table and a PNG chart.
 
-    python benchmarks/report.py results.json --out DIR [--title TEXT]
+    python benchmarks/report.py results.json --out DIR [--title TEXT] [--stat median|min]
 
-Per (module, batch, dtype, layout): median time of each provider, the fused providers' speedup
-over eager and over torch.compile, their time as a multiple of the convolution floor, GFLOP/s;
-then the project's speed goals for that device, each marked met or missed with the rows that miss.
+Per (module, batch, dtype, layout): the median (or minimum) time of each provider, the fused
+providers' speedup over eager and over torch.compile, their time as a multiple of the
+convolution floor, GFLOP/s; then the project's speed goals for that device, each marked met or missed with the rows that miss.
 """
 from __future__ import annotations
 
@@ -17,32 +17,36 @@ ORDER = ["eager", "compile", "compile-max-autotune", "fused-triton", "fused-nati
 MODULE_ORDER = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "network"]
 
 
-def _module_at(batch, dtypes):
-    return lambda key: key[0] != "network" and key[1] == batch and key[2] in dtypes
+def _rows(names, batches, dtypes):
+    return lambda key: key[0] in names and key[1] in batches and key[2] in dtypes
 
 
+MODULES, NETWORK = MODULE_ORDER[:-1], ["network"]
 # The goals of the benchmark issue: (what, which rows, baseline provider, least baseline/fused).
 GOALS = {
     "cpu": [
-        ("fused >= 4x eager per module, batch 16, fp32", _module_at(16, ("fp32",)), "eager", 4.0),
-        ("fused >= 1.5x torch.compile per module, batch 16, fp32", _module_at(16, ("fp32",)),
-         "compile", 1.5),
+        ("fused >= 4x eager per module, batch 16, fp32", _rows(MODULES, [16], ["fp32"]),
+         "eager", 4.0),
+        ("fused >= 1.5x torch.compile per module, batch 16, fp32",
+         _rows(MODULES, [16], ["fp32"]), "compile", 1.5),
         ("fused <= 1.25x the convolution floor per module, batch 16, fp32",
-         _module_at(16, ("fp32",)), "conv-floor", 1 / 1.25),
-        ("whole network >= 3x eager, batch 8, fp32",
-         lambda key: key[0] == "network" and key[1] == 8 and key[2] == "fp32", "eager", 3.0),
+         _rows(MODULES, [16], ["fp32"]), "conv-floor", 1 / 1.25),
+        ("whole network >= 3x eager, batch 8, fp32", _rows(NETWORK, [8], ["fp32"]), "eager", 3.0),
     ],
     "gpu": [
         ("fused >= 3x eager, fp16/bf16, batch 32 and 256, modules and network",
-         lambda key: key[1] in (32, 256) and key[2] in ("fp16", "bf16"), "eager", 3.0),
+         _rows(MODULE_ORDER, [32, 256], ["fp16", "bf16"]), "eager", 3.0),
         ("fused >= 1.3x torch.compile max-autotune, fp16/bf16, batch 32 and 256, modules and "
-         "network", lambda key: key[1] in (32, 256) and key[2] in ("fp16", "bf16"),
-         "compile-max-autotune", 1.3),
+         "network", _rows(MODULE_ORDER, [32, 256], ["fp16", "bf16"]), "compile-max-autotune",
+         1.3),
     ],
 }
 
 
-def load(path):
+def load(path, stat="median"):
+    """Rows keyed (module, batch, dtype, layout) -> {provider: {"seconds", "gflops"}},
+    and the run's device and versions. ``stat`` picks which of pytest-benchmark's statistics
+    stands for a provider's time ("min" on a shared CPU, where noise only ever adds time)."""
     with open(path) as f:
         data = json.load(f)
     groups = defaultdict(dict)
@@ -52,32 +56,35 @@ def load(path):
         if not bench.get("stats"):
             continue
         key = (info["module"], info["batch"], info["dtype"], info["layout"])
-        groups[key][info["provider"]] = dict(median=bench["stats"]["median"],
-                                             gflops=info.get("gflops"))
+        seconds = bench["stats"][stat]
+        gflops = info.get("gflops") and info["gflops"] * bench["stats"]["median"] / seconds
+        groups[key][info["provider"]] = dict(seconds=seconds, gflops=gflops)
         meta = {k: info.get(k) for k in ("device_name", "torch", "triton", "cuda", "cpu_threads")}
     return groups, meta
 
 
 def best_fused(row):
     fused = {p: v for p, v in row.items() if p.startswith("fused-")}
-    return min(fused.items(), key=lambda kv: kv[1]["median"]) if fused else (None, None)
+    return min(fused.items(), key=lambda kv: kv[1]["seconds"]) if fused else (None, None)
 
 
-def markdown(groups, meta, title):
+def markdown(groups, meta, title, stat="median"):
     lines = [f"# {title}", "",
              f"Device: {meta.get('device_name')}; torch {meta.get('torch')}, triton "
              f"{meta.get('triton')}, CUDA {meta.get('cuda')}, {meta.get('cpu_threads')} CPU threads.",
-             "Times are medians in ms; speedups are eager / fused and compile / fused, taken side "
-             "by side in one run; 'floor' is fused time over the convolutions-alone time.", "",
+             f"Times are the {stat} over rounds, in ms; speedups are eager / fused and compile / "
+             "fused, taken side by side in one run; 'x floor' is fused time over the "
+             "convolutions-alone time, and 'ceiling' is eager over that time: the most any fusion "
+             "that keeps these convolutions can gain over eager.", "",
              "| module | batch | dtype | layout | eager | compile | max-autotune | fused (best) "
-             "| vs eager | vs compile | vs max-autotune | x floor | fused GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| vs eager | vs compile | vs max-autotune | x floor | ceiling | fused GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(row, p):
-        return f"{1e3 * row[p]['median']:.3f}" if p in row else "-"
+        return f"{1e3 * row[p]['seconds']:.3f}" if p in row else "-"
 
     def ratio(row, p, t):
-        return f"{row[p]['median'] / t:.2f}x" if p in row else "-"
+        return f"{row[p]['seconds'] / t:.2f}x" if p in row else "-"
 
     for key in sorted(groups, key=lambda k: (MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER
                                             else 99, k[1], k[2], k[3])):
@@ -85,20 +92,24 @@ def markdown(groups, meta, title):
         name, best = best_fused(row)
         if best is None:
             continue
-        t = best["median"]
-        floor = f"{t / row['conv-floor']['median']:.2f}" if "conv-floor" in row else "-"
+        t = best["seconds"]
+        floor = f"{t / row['conv-floor']['seconds']:.2f}" if "conv-floor" in row else "-"
+        ceiling = (ratio(row, "eager", row["conv-floor"]["seconds"])
+                   if "conv-floor" in row else "-")
         gf = f"{best['gflops']:.0f}" if best.get("gflops") else "-"
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {ms(row, 'eager')} | "
                      f"{ms(row, 'compile')} | {ms(row, 'compile-max-autotune')} | "
                      f"{1e3 * t:.3f} ({name[6:]}) | {ratio(row, 'eager', t)} | "
                      f"{ratio(row, 'compile', t)} | {ratio(row, 'compile-max-autotune', t)} | "
-                     f"{floor} | {gf} |")
+                     f"{floor} | {ceiling} | {gf} |")
     return "\n".join(lines + goals(groups, meta)) + "\n"
 
 
 def goals(groups, meta):
     """Markdown lines: each goal of this device met or missed, with the rows that miss it."""
     device = "gpu" if meta.get("cuda") else "cpu"
+    if not any(selects(key) for _, selects, _, _ in GOALS[device] for key in groups):
+        return []  # e.g. the op benchmarks: no row any goal speaks of
     lines = ["", f"## Goals ({device.upper()})", ""]
     for what, selects, baseline, least in GOALS[device]:
         rows = []
@@ -106,7 +117,7 @@ def goals(groups, meta):
                                                 else 99, k[1], k[2], k[3])):
             _, best = best_fused(groups[key])
             if selects(key) and best is not None and baseline in groups[key]:
-                rows.append((key, groups[key][baseline]["median"] / best["median"]))
+                rows.append((key, groups[key][baseline]["seconds"] / best["seconds"]))
         if not rows:
             lines.append(f"- NOT MEASURED: {what}")
             continue
@@ -138,7 +149,7 @@ def chart(groups, path, title):
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(keys) * len(baselines)), 4.5))
     width = 0.8 / len(baselines)
     for i, base in enumerate(baselines):
-        ys = [groups[k][base]["median"] / best_fused(groups[k])[1]["median"]
+        ys = [groups[k][base]["seconds"] / best_fused(groups[k])[1]["seconds"]
               if base in groups[k] else 0 for k in keys]
         ax.bar([j + i * width for j in range(len(keys))], ys, width, label=f"fused vs {base}")
     ax.axhline(1.0, color="black", linewidth=0.8)
@@ -157,10 +168,12 @@ def main(argv=None):
     parser.add_argument("json_file")
     parser.add_argument("--out", default=".", help="folder for report.md and speedup.png")
     parser.add_argument("--title", default="googlenet-fused benchmarks")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="which statistic of the rounds is a provider's time")
     args = parser.parse_args(argv)
-    groups, meta = load(args.json_file)
+    groups, meta = load(args.json_file, args.stat)
     os.makedirs(args.out, exist_ok=True)
-    md = markdown(groups, meta, args.title)
+    md = markdown(groups, meta, args.title, args.stat)
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(md)
     chart(groups, os.path.join(args.out, "speedup.png"), f"{args.title} ({meta.get('device_name')})")

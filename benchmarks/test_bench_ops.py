@@ -2,6 +2,8 @@
 
 - lrn_relu_concat (extension): inception-4a branch shapes, batch 16, vs F.local_response_norm +
   relu per branch + torch.cat. CPU here; CUDA too when present.
+- max_pool3x3 (extension, CPU only): the pool branch's pooling of 4a's input at batch 16, vs
+  F.max_pool2d(x, 3, 1, 1).
 - Triton kernels (GPU only): merged 1×1 reductions (three 1×1 convs + three LRN + three ReLU) and
   the pool projection (max pool + conv + LRN + ReLU), for 3a, 4a, 5b at batch 1, 32, 256.
 """
@@ -36,6 +38,20 @@ def test_lrn_relu_concat(benchmark, provider, layout):
     benchmark.group = f"lrn_relu_concat 4a branches batch 16 {layout}"
     run_benchmark(benchmark, fn, dict(module="4a-lrn", provider=provider, batch=16, dtype="fp32",
                                       layout=layout))
+
+
+@pytest.mark.skipif(not ops.extension_available() or ON_GPU,
+                    reason="the extension's max pool is CPU-only (CUDA uses cuDNN's)")
+@pytest.mark.parametrize("provider", ["eager", "fused-extension"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_max_pool3x3(benchmark, provider, layout):
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(16, 480, 14, 14).contiguous(memory_format=fmt)
+    pool = ops.max_pool3x3 if provider == "fused-extension" else (
+        lambda t: F.max_pool2d(t, 3, 1, 1))
+    benchmark.group = f"max_pool3x3 4a input batch 16 {layout}"
+    run_benchmark(benchmark, lambda: pool(x), dict(module="4a-pool", provider=provider, batch=16,
+                                                   dtype="fp32", layout=layout))
 
 
 @pytest.mark.gpu

@@ -10,7 +10,7 @@ import report  # noqa: E402
 
 
 def _bench(module, provider, batch, median_s, dtype="fp32", layout="nchw", cuda=None):
-    return dict(stats=dict(median=median_s), extra_info=dict(
+    return dict(stats=dict(median=median_s, min=0.5 * median_s), extra_info=dict(
         module=module, provider=provider, batch=batch, dtype=dtype, layout=layout, gflops=10.0,
         device_name="test CPU", torch="2.x", triton="3.x", cuda=cuda, cpu_threads=2))
 
@@ -36,7 +36,8 @@ def cpu_results(tmp_path):
 def test_table_ratios_and_goals(cpu_results, tmp_path):
     report.main([str(cpu_results), "--out", str(tmp_path / "out")])
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| 4a | 16 | fp32 | nchw | 88.000 | 40.000 | - | 20.000 (native) | 4.40x | 2.00x |" in md
+    assert ("| 4a | 16 | fp32 | nchw | 88.000 | 40.000 | - | 20.000 (native) | 4.40x | 2.00x | - "
+            "| 1.10 | 4.84x | 10 |") in md
     assert ("- MISSED: fused >= 4x eager per module, batch 16, fp32 (1 of 2 rows: "
             "5b b16 fp32 nchw: 3.00x)") in md
     assert "- MET: fused >= 1.5x torch.compile per module, batch 16, fp32 (all 2 rows; worst 2.00x)" in md
@@ -54,3 +55,10 @@ def test_gpu_goals_not_measured_are_said(tmp_path):
     assert "## Goals (GPU)" in md
     assert "- MET: fused >= 3x eager" in md
     assert "- NOT MEASURED: fused >= 1.3x torch.compile max-autotune" in md
+
+
+def test_min_statistic(cpu_results):
+    groups, meta = report.load(str(cpu_results), "min")
+    assert groups[("4a", 16, "fp32", "nchw")]["eager"]["seconds"] == 0.044
+    md = report.markdown(groups, meta, "t", "min")
+    assert "Times are the min over rounds" in md and "| 44.000 | 20.000 |" in md
