@@ -189,6 +189,16 @@ def test_gradients_match_reference(backend):
         torch.testing.assert_close(g_fused, g_ref, **tol)
 
 
+def test_fused_googlenet_gradients_match():
+    # eval(): no dropout, so both see the same function; autograd works the same.
+    net = GoogLeNet((3, 64, 64), n_classes=7).double().eval()
+    fnet = FusedGoogLeNet((3, 64, 64), n_classes=7, backend="native").double().eval()
+    fnet.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    for g_fused, g_ref in zip(_grads(fnet, x), _grads(net, x)):
+        torch.testing.assert_close(g_fused, g_ref, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
 def test_sgd_steps_stay_together(backend):
     config = ODD_CONFIGS[0]
