@@ -134,32 +134,42 @@ def goals(groups, meta):
 
 
 def chart(groups, path, title):
+    """Speedup of the best fused provider over each baseline: one panel per (batch, dtype,
+    layout), modules (and the network) along x, a line at 1x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in sorted(groups, key=lambda k: (k[1], k[2], k[3], MODULE_ORDER.index(k[0])
-                                                     if k[0] in MODULE_ORDER else 99))
-            if best_fused(groups[k])[0] and "eager" in groups[k]]
+    keys = [k for k in groups if best_fused(groups[k])[0] and "eager" in groups[k]]
     if not keys:
         return
+    panels = sorted({k[1:] for k in keys})
     baselines = [p for p in ("eager", "compile", "compile-max-autotune")
                  if any(p in groups[k] for k in keys)]
-    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(keys) * len(baselines)), 4.5))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.8 * len(panels)), squeeze=False)
     width = 0.8 / len(baselines)
-    for i, base in enumerate(baselines):
-        ys = [groups[k][base]["seconds"] / best_fused(groups[k])[1]["seconds"]
-              if base in groups[k] else 0 for k in keys]
-        ax.bar([j + i * width for j in range(len(keys))], ys, width, label=f"fused vs {base}")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([j + width * (len(baselines) - 1) / 2 for j in range(len(keys))],
-                  [f"{k[0]}\nb{k[1]} {k[2]}\n{k[3][:2]}" for k in keys], fontsize=7)
-    ax.set_ylabel("speedup (x)")
-    ax.set_title(title)
-    ax.legend()
+    for ax, panel in zip(axes[:, 0], panels):
+        row_keys = sorted((k for k in keys if k[1:] == panel),
+                          key=lambda k: MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER else 99)
+        for i, base in enumerate(baselines):
+            ys = [groups[k][base]["seconds"] / best_fused(groups[k])[1]["seconds"]
+                  if base in groups[k] else 0 for k in row_keys]
+            bars = ax.bar([j + i * width for j in range(len(row_keys))], ys, width,
+                          label=f"fused vs {base}")
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xlim(-0.5, max(len(row_keys), 6) - 0.5)  # a lone network row keeps thin bars
+        ax.set_xticks([j + width * (len(baselines) - 1) / 2 for j in range(len(row_keys))],
+                      [k[0] for k in row_keys])
+        ax.set_ylabel("speedup (x)")
+        ax.set_title(f"batch {panel[0]}, {panel[1]}, {panel[2]}", fontsize=10)
+        ax.margins(y=0.15)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None):
