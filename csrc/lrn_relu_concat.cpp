@@ -243,9 +243,14 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, cons
       beta075 ? planar_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
               : planar_kernel<scalar_t, acc_t, false>(branches, out, p, norm);
     } else {
-      // The network's LRN (size 5, beta 0.75) gets its own instantiation; the rest is generic.
-      (beta075 && p.size == 5) ? channels_last_kernel<scalar_t, acc_t, true, 5>(branches, out, p, norm)
-                               : channels_last_kernel<scalar_t, acc_t, false, 0>(branches, out, p, norm);
+      // The network's window (5) is a compile-time constant; other sizes take the generic loop.
+      if (p.size == 5) {
+        beta075 ? channels_last_kernel<scalar_t, acc_t, true, 5>(branches, out, p, norm)
+                : channels_last_kernel<scalar_t, acc_t, false, 5>(branches, out, p, norm);
+      } else {
+        beta075 ? channels_last_kernel<scalar_t, acc_t, true, 0>(branches, out, p, norm)
+                : channels_last_kernel<scalar_t, acc_t, false, 0>(branches, out, p, norm);
+      }
     }
   });
 }
