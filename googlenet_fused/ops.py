@@ -114,7 +114,9 @@ if EXTENSION_ERROR is None:
             grads.append(lrn_relu_backward(grad_out.narrow(1, offset, channels), branch, y,
                                            *ctx.lrn))
             offset += channels
-        return grads, None, None, None, None
+        # One gradient per argument actually passed: the dispatcher drops trailing arguments
+        # equal to their schema defaults, and torch 2.11 refuses any other count.
+        return (grads,) + (None,) * (len(ctx.needs_input_grad) - 1)
 
     torch.library.register_autograd("googlenet_fused::lrn_relu_concat", _backward,
                                     setup_context=_setup_context)
