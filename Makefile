@@ -1,22 +1,36 @@
-# Two commands do all the set-up on a fresh machine (Python 3.11+, nothing installed):
+# Two commands do all the set-up on a fresh machine (Python 3.11+, a C++ compiler, make):
 #   make run    the main job: fused vs reference GoogLeNet on a synthetic batch
-#   make test   the whole test suite (+ benchmark smoke run and the GPU check's dry mode)
-# Both create .venv, install torch and the package (building the C++/CUDA extension), and can
-# be run again safely.
+#   make test   the whole test suite (+ benchmark smoke run and the GPU check's dry mode), on
+#               the newest torch / triton the registry gives, then again on the oldest we claim
+# Both create their virtual environments, install torch and the package (building the C++/CUDA
+# extension) only when something they depend on changed, and can be run again safely.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+RESULTS ?= benchmarks/results/latest
 
-.PHONY: install run summary test bench report
+# What CI tests: the newest releases, and the oldest ones setup.py admits (torch 2.11 / triton
+# 3.6, the GPU machine's). triton 3.6's interpreter needs numpy < 2.4.
+NEWEST := "torch>=2.11" "triton>=3.6" numpy
+OLDEST := torch==2.11.0 triton==3.6.0 "numpy<2.4"
+TOOLS := ninja pytest pytest-benchmark matplotlib
+# An editable install builds _C inside the source tree, so the oldest versions get a copy of it.
+OLDEST_VENV ?= .venv-oldest
+OLDEST_SRC := $(OLDEST_VENV)/src
+OLDEST_PY := $(abspath $(OLDEST_VENV))/bin/python
+BUILD_INPUTS := setup.py $(wildcard csrc/*) Makefile
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+.PHONY: install run summary test test-newest test-oldest bench report
 
-install: $(PY)
+$(VENV)/.installed: $(BUILD_INPUTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "torch>=2.11" numpy "triton>=3.6" ninja pytest pytest-benchmark matplotlib
+	$(PY) -m pip install -q $(NEWEST) $(TOOLS)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q --no-build-isolation -e ".[test,plot]"
+	touch $@
+
+install: $(VENV)/.installed
 
 run: install
 	$(PY) -m googlenet_fused run $(ARGS)
@@ -24,14 +38,40 @@ run: install
 summary: install
 	$(PY) -m googlenet_fused summary $(ARGS)
 
-test: install
+test: test-newest test-oldest
+
+test-newest: install
 	$(PY) -m pytest -q
 	BENCH_MODULES=5b BENCH_NET_BATCHES=1 $(PY) -m pytest -q -p no:cacheprovider \
-		benchmarks --benchmark-disable -k "(5b-1- and not compile) or 5b-1-fp32-nchw-compile or 5b-16-fp32-nchw-fused or network or lrn_relu_concat or max_pool3x3 or triton_kernel"
-	GPU_CHECK_DRY=1 PYTHON=$(abspath $(PY)) bash benchmarks/gpu_check.sh $(VENV)/gpu_check_dry
+		benchmarks --benchmark-disable -k "(5b-1- and not compile) or 5b-1-fp32-nchw-compile or 5b-16-fp32-nchw-fused or (network and nchw) or lrn_relu_concat or max_pool3x3 or triton_kernel"
+	GPU_CHECK_DRY=1 GPU_CHECK_STEPS=tests,memcheck,bench PYTHON=$(abspath $(PY)) \
+		bash benchmarks/gpu_check.sh $(VENV)/gpu_check_dry
+
+# The copy is refreshed on every run (the built extension is kept), so it tests this tree.
+define sync_oldest_src
+	mkdir -p $(OLDEST_SRC)
+	find $(OLDEST_SRC) -mindepth 1 -maxdepth 1 ! -name googlenet_fused -exec rm -rf {} +
+	find $(OLDEST_SRC)/googlenet_fused -mindepth 1 ! -name '_C*.so' -exec rm -rf {} + 2>/dev/null || true
+	git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(OLDEST_SRC)
+endef
+
+$(OLDEST_VENV)/.installed: $(BUILD_INPUTS)
+	test -x $(OLDEST_PY) || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_PY) -m pip install -q --upgrade pip setuptools wheel
+	$(OLDEST_PY) -m pip install -q $(OLDEST) $(TOOLS)
+	$(sync_oldest_src)
+	cd $(OLDEST_SRC) && MAX_JOBS=$${MAX_JOBS:-2} $(OLDEST_PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	$(sync_oldest_src)
+	cd $(OLDEST_SRC) && $(OLDEST_PY) -m pytest -q -p no:cacheprovider
+	cd $(OLDEST_SRC) && GPU_CHECK_DRY=1 GPU_CHECK_STEPS=tests,memcheck,bench PYTHON=$(OLDEST_PY) \
+		bash benchmarks/gpu_check.sh gpu_check_dry
 
 bench: install
-	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-json=benchmarks/results/latest.json $(ARGS)
+	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-json=$(RESULTS).json $(ARGS)
 
 report: install
-	$(PY) benchmarks/report.py benchmarks/results/latest.json --out benchmarks/results
+	@test -f $(RESULTS).json || { echo "no $(RESULTS).json: run 'make bench' first"; exit 2; }
+	$(PY) benchmarks/report.py $(RESULTS).json --out $(dir $(RESULTS))

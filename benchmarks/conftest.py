@@ -11,10 +11,21 @@ if not ON_GPU:
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 DEVICE_NAME = torch.cuda.get_device_name() if ON_GPU else (platform.processor() or "CPU")
-BATCHES = [1, 32, 256] if ON_GPU else [1, 16]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16} if ON_GPU \
-    else {"fp32": torch.float32}
-LAYOUTS = ["nchw", "channels_last"]
+
+
+def env_list(name, default):
+    """A comma-separated BENCH_* variable (empty: nothing), else ``default``."""
+    value = os.environ.get(name)
+    if value is None:
+        return list(default)
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# What a run covers; each BENCH_* variable narrows it (e.g. BENCH_DTYPES=bf16).
+BATCHES = [int(b) for b in env_list("BENCH_BATCHES", [1, 32, 256] if ON_GPU else [1, 16])]
+ALL_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {d: ALL_DTYPES[d] for d in env_list("BENCH_DTYPES", ALL_DTYPES if ON_GPU else ["fp32"])}
+LAYOUTS = env_list("BENCH_LAYOUTS", ["nchw", "channels_last"])
 
 
 def versions():

@@ -1,6 +1,9 @@
-"""Turn a pytest-benchmark JSON file into a markdown table and a PNG chart.
+"""Turn pytest-benchmark JSON files into a markdown table and a PNG chart.
 
-    python benchmarks/report.py results.json --out DIR [--title TEXT] [--stat median|min]
+    python benchmarks/report.py results.json [more.json ...] --out DIR [--title TEXT]
+                                [--stat median|min]
+
+Several files (e.g. the GPU check's one per benchmark group) are read as one run.
 
 Per (module, batch, dtype, layout): the median (or minimum) time of each provider, the fused
 providers' speedup over eager and over torch.compile, their time as a multiple of the
@@ -43,15 +46,18 @@ GOALS = {
 }
 
 
-def load(path, stat="median"):
+def load(paths, stat="median"):
     """Rows keyed (module, batch, dtype, layout) -> {provider: {"seconds", "gflops"}},
-    and the run's device and versions. ``stat`` picks which of pytest-benchmark's statistics
-    stands for a provider's time ("min" on a shared CPU, where noise only ever adds time)."""
-    with open(path) as f:
-        data = json.load(f)
+    and the run's device and versions, from one JSON file or a list of them. ``stat`` picks
+    which of pytest-benchmark's statistics stands for a provider's time ("min" on a shared CPU,
+    where noise only ever adds time)."""
+    benchmarks = []
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        with open(path) as f:
+            benchmarks += json.load(f)["benchmarks"]
     groups = defaultdict(dict)
     meta = {}
-    for bench in data["benchmarks"]:
+    for bench in benchmarks:
         info = bench["extra_info"]
         if not bench.get("stats"):
             continue
@@ -153,10 +159,11 @@ def chart(groups, path, title):
         row_keys = sorted((k for k in keys if k[1:] == panel),
                           key=lambda k: MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER else 99)
         for i, base in enumerate(baselines):
+            # A baseline that was not measured for a row gets no bar (not a 0.0 one).
+            xs = [j + i * width for j, k in enumerate(row_keys) if base in groups[k]]
             ys = [groups[k][base]["seconds"] / best_fused(groups[k])[1]["seconds"]
-                  if base in groups[k] else 0 for k in row_keys]
-            bars = ax.bar([j + i * width for j in range(len(row_keys))], ys, width,
-                          label=f"fused vs {base}")
+                  for k in row_keys if base in groups[k]]
+            bars = ax.bar(xs, ys, width, label=f"fused vs {base}")
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xlim(-0.5, max(len(row_keys), 6) - 0.5)  # a lone network row keeps thin bars
@@ -175,13 +182,13 @@ def chart(groups, path, title):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json_file")
+    parser.add_argument("json_files", nargs="+", metavar="json_file")
     parser.add_argument("--out", default=".", help="folder for report.md and speedup.png")
     parser.add_argument("--title", default="googlenet-fused benchmarks")
     parser.add_argument("--stat", choices=["median", "min"], default="median",
                         help="which statistic of the rounds is a provider's time")
     args = parser.parse_args(argv)
-    groups, meta = load(args.json_file, args.stat)
+    groups, meta = load(args.json_files, args.stat)
     os.makedirs(args.out, exist_ok=True)
     md = markdown(groups, meta, args.title, args.stat)
     with open(os.path.join(args.out, "report.md"), "w") as f:

@@ -2,25 +2,26 @@
 
 Run: pytest benchmarks --benchmark-json=results.json, then python benchmarks/report.py.
 Test ids read module-batch-dtype-layout-provider (e.g. 4a-16-fp32-nchw-eager) and
-batch-dtype-provider for the network. Select with -k (e.g. -k "4a and fp16");
-BENCH_MODULES=3a,4a,5b narrows the modules.
+batch-dtype-layout-provider for the network. Select with -k (e.g. -k "4a and fp16") or narrow
+with comma-separated variables: BENCH_MODULES (3a,4a,5b), BENCH_BATCHES, BENCH_NET_BATCHES
+(empty: no network rows), BENCH_DTYPES (fp32,fp16,bf16), BENCH_LAYOUTS (nchw,channels_last),
+BENCH_PROVIDERS (eager,compile,compile-max-autotune,fused-triton,fused-native,conv-floor),
+BENCH_ROUNDS.
 """
-import os
-
 import pytest
 import torch
 
-from conftest import BATCHES, DEVICE, DTYPES, LAYOUTS, ON_GPU, run_benchmark
+from conftest import BATCHES, DEVICE, DTYPES, LAYOUTS, ON_GPU, env_list, run_benchmark
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224, GoogLeNet, Inception
 from googlenet_fused.summary import count_macs
 from providers import fused_backends, make_provider
 
-MODULES = os.environ.get("BENCH_MODULES", ",".join(INCEPTION_CONFIGS)).split(",")
-PROVIDERS = ["eager", "compile", "fused-triton", "fused-native", "conv-floor"]
-if ON_GPU and os.environ.get("BENCH_MAX_AUTOTUNE", "1") == "1":
-    PROVIDERS.insert(2, "compile-max-autotune")
-NET_BATCHES = [int(b) for b in os.environ.get("BENCH_NET_BATCHES",
-                                               "32,256" if ON_GPU else "1,8").split(",")]
+MODULES = env_list("BENCH_MODULES", INCEPTION_CONFIGS)
+# max-autotune exists on GPU only (on CPU it is the default compile's oneDNN convolutions).
+PROVIDERS = env_list("BENCH_PROVIDERS", ["eager", "compile"]
+                     + (["compile-max-autotune"] if ON_GPU else [])
+                     + ["fused-triton", "fused-native", "conv-floor"])
+NET_BATCHES = [int(b) for b in env_list("BENCH_NET_BATCHES", [32, 256] if ON_GPU else [1, 8])]
 
 
 def _input(shape, dtype, layout):
@@ -53,14 +54,15 @@ def test_inception(benchmark, module_name, provider, batch, dtype, layout):
 
 
 @pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "conv-floor"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("batch", NET_BATCHES)
-def test_network(benchmark, provider, batch, dtype):
-    x = _input((batch, 3, 224, 224), DTYPES[dtype], "nchw")
+def test_network(benchmark, provider, batch, dtype, layout):
+    x = _input((batch, 3, 224, 224), DTYPES[dtype], layout)
     _skip_unavailable(provider, x)
     net = GoogLeNet((3, 224, 224), n_classes=1000).to(DEVICE, DTYPES[dtype]).eval()
     macs = batch * sum(count_macs(net, x[:1]).values())
     fn = make_provider(provider, net, x)
-    benchmark.group = f"GoogLeNet batch {batch} {dtype}"
+    benchmark.group = f"GoogLeNet batch {batch} {dtype} {layout}"
     run_benchmark(benchmark, fn, dict(module="network", provider=provider, batch=batch,
-                                      dtype=dtype, layout="nchw", macs=macs))
+                                      dtype=dtype, layout=layout, macs=macs))

@@ -58,10 +58,6 @@ def _(x, w_red, b_red, w3, b3, w5, b5, wp, bp):
     return x.new_empty((N, c1 + c3 + c5 + cp, H, W)).contiguous(memory_format=layout_of(x))
 
 
-def _lrn_relu(u):
-    return F.relu(F.local_response_norm(u, *LRN))
-
-
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*inputs, output)
 
@@ -73,7 +69,7 @@ def _backward(ctx, grad):
     # Recompute the pre-activations (cheap next to the convolutions' backward).
     z = F.conv2d(x, w_red, b_red)
     u1, u3r, u5r = z.split([c1, c3r, c5r], 1)
-    red3, red5 = _lrn_relu(u3r), _lrn_relu(u5r)
+    red3, red5 = ops.lrn_relu(u3r, *LRN), ops.lrn_relu(u5r, *LRN)
     u3 = F.conv2d(red3, w3, b3, padding=1)
     u5 = F.conv2d(red5, w5, b5, padding=2)
     pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
