@@ -1,4 +1,5 @@
-// lrn_relu_concat: out[:, off_i:off_i+C_i] = relu(local_response_norm(branch_i)), in one pass.
+// lrn_relu_concat: out[:, off_i:off_i+C_i] = relu(local_response_norm(branch_i)), in one pass
+// (with relu=false: plain local_response_norm, e.g. an LRN that is not followed by a ReLU).
 //
 // The LRN window stays inside each branch (zeros beyond its edges), exactly as the reference
 // computes it branch by branch, with PyTorch's formula:
@@ -18,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace googlenet_fused {
 namespace {
@@ -98,8 +100,9 @@ void check_out(const std::vector<at::Tensor>& branches, const at::Tensor& out) {
 template <typename acc_t>
 struct Norm {
   acc_t k, alpha_over_size, beta;
-  // relu(a * (k + alpha/size * s) ** -beta); beta = 0.75 (the network's) avoids pow, so the
-  // loop vectorizes. NaN stays NaN: (NaN < 0) is false.
+  acc_t lower;  // 0 for the ReLU, -inf without it: one branch-free clamp either way
+  // max(a * (k + alpha/size * s) ** -beta, lower); beta = 0.75 (the network's) avoids pow, so
+  // the loop vectorizes. NaN stays NaN: (NaN < lower) is false.
   template <bool kBeta075>
   inline acc_t apply(acc_t a, acc_t s) const {
     const acc_t d = k + alpha_over_size * s;
@@ -111,7 +114,7 @@ struct Norm {
       scale = std::pow(d, -beta);
     }
     const acc_t y = a * scale;
-    return y < acc_t(0) ? acc_t(0) : y;
+    return y < lower ? lower : y;
   }
 };
 
@@ -237,7 +240,8 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, cons
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "lrn_relu_concat_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     const Norm<acc_t> norm{static_cast<acc_t>(p.k), static_cast<acc_t>(p.alpha / p.size),
-                           static_cast<acc_t>(p.beta)};
+                           static_cast<acc_t>(p.beta),
+                           p.relu ? acc_t(0) : -std::numeric_limits<acc_t>::infinity()};
     const bool beta075 = p.beta == 0.75;
     if (planar) {
       beta075 ? planar_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
@@ -271,9 +275,9 @@ void run_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out, 
 }
 
 at::Tensor lrn_relu_concat(at::TensorList branches_list, int64_t size, double alpha, double beta,
-                           double k) {
+                           double k, bool relu) {
   const std::vector<at::Tensor> branches = branches_list.vec();
-  const LrnParams p{size, alpha, beta, k};
+  const LrnParams p{size, alpha, beta, k, relu};
   check_lrn_args(branches, p);
   at::Tensor out = at::empty(output_shape(branches), branches[0].options(),
                              output_format(branches[0]));
@@ -282,9 +286,9 @@ at::Tensor lrn_relu_concat(at::TensorList branches_list, int64_t size, double al
 }
 
 void lrn_relu_concat_into(const at::Tensor& out, at::TensorList branches_list, int64_t size,
-                          double alpha, double beta, double k) {
+                          double alpha, double beta, double k, bool relu) {
   const std::vector<at::Tensor> branches = branches_list.vec();
-  const LrnParams p{size, alpha, beta, k};
+  const LrnParams p{size, alpha, beta, k, relu};
   check_lrn_args(branches, p);
   check_out(branches, out);
   run_kernel(branches, out, p);
@@ -295,11 +299,11 @@ void lrn_relu_concat_into(const at::Tensor& out, at::TensorList branches_list, i
 
 TORCH_LIBRARY(googlenet_fused, m) {
   m.def("lrn_relu_concat(Tensor[] branches, int size=5, float alpha=0.001, float beta=0.75, "
-        "float k=2.0) -> Tensor");
+        "float k=2.0, bool relu=True) -> Tensor");
   // Writes into `output` (any strides, e.g. a channel slice of a module's output). Not named
   // `out`: torch.compile refuses non-contiguous out= arguments.
   m.def("lrn_relu_concat_into(Tensor(a!) output, Tensor[] branches, int size=5, "
-        "float alpha=0.001, float beta=0.75, float k=2.0) -> ()");
+        "float alpha=0.001, float beta=0.75, float k=2.0, bool relu=True) -> ()");
 }
 
 // One implementation for both devices: it validates, then picks the device's kernel.

@@ -14,6 +14,7 @@ struct LrnParams {
   double alpha;
   double beta;
   double k;
+  bool relu;  // relu(lrn(a)) when true, plain lrn(a) otherwise
 };
 
 void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,

@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+#include <limits>
 #include <type_traits>
 
 namespace googlenet_fused {
@@ -38,7 +39,7 @@ __global__ void lrn_relu_concat_kernel(BranchTable table, scalar_t* __restrict__
                                        int64_t out_sn, int64_t out_sc, int64_t out_sh,
                                        int64_t out_sw, int64_t N, int64_t C, int64_t H, int64_t W,
                                        bool channels_last, int64_t size, acc_t k,
-                                       acc_t alpha_over_size, acc_t beta) {
+                                       acc_t alpha_over_size, acc_t beta, acc_t lower) {
   const int64_t total = N * C * H * W;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
        idx += (int64_t)gridDim.x * blockDim.x) {
@@ -64,7 +65,7 @@ __global__ void lrn_relu_concat_kernel(BranchTable table, scalar_t* __restrict__
     const acc_t a = static_cast<acc_t>(base[j * br.stride_c]);
     const acc_t y = a * pow(k + alpha_over_size * sum, -beta);
     out[n * out_sn + c * out_sc + h * out_sh + w * out_sw] =
-        static_cast<scalar_t>(y < acc_t(0) ? acc_t(0) : y);  // NaN stays NaN
+        static_cast<scalar_t>(y < lower ? lower : y);  // NaN stays NaN
   }
 }
 
@@ -97,7 +98,8 @@ void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches, const 
       lrn_relu_concat_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
           table, dst.data_ptr<scalar_t>(), dst.stride(0), dst.stride(1), dst.stride(2),
           dst.stride(3), N, channels, H, W, channels_last, p.size, static_cast<acc_t>(p.k),
-          static_cast<acc_t>(p.alpha / p.size), static_cast<acc_t>(p.beta));
+          static_cast<acc_t>(p.alpha / p.size), static_cast<acc_t>(p.beta),
+          p.relu ? acc_t(0) : -std::numeric_limits<acc_t>::infinity());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });

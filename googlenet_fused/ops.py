@@ -48,10 +48,12 @@ def _output_layout(first: torch.Tensor) -> torch.memory_format:
 
 
 def lrn_relu_concat(branches, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
-                    beta: float = LRN_BETA, k: float = LRN_K, *, out: torch.Tensor | None = None):
+                    beta: float = LRN_BETA, k: float = LRN_K, *, relu: bool = True,
+                    out: torch.Tensor | None = None):
     """relu(local_response_norm(b)) of each branch ``b`` [N, C_i, H, W], concatenated on channels.
 
-    One pass over memory; the LRN window stays inside each branch. With ``out`` (shape
+    One pass over memory; the LRN window stays inside each branch. ``relu=False`` leaves the
+    ReLU out (plain LocalResponseNorm, signed values kept). With ``out`` (shape
     [N, sum C_i, H, W], may be a channel slice of a bigger tensor) the result is written there
     and ``out`` is returned; ``out`` does not support autograd. Without it, a new tensor is
     returned (channels_last when the first branch is) and gradients flow to every branch.
@@ -61,8 +63,8 @@ def lrn_relu_concat(branches, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
     if not branches:  # the dispatcher cannot even route an empty list to a device
         raise ValueError("lrn_relu_concat: expected at least one branch, got an empty list")
     if out is None:
-        return torch.ops.googlenet_fused.lrn_relu_concat(branches, size, alpha, beta, k)
-    torch.ops.googlenet_fused.lrn_relu_concat_into(out, branches, size, alpha, beta, k)
+        return torch.ops.googlenet_fused.lrn_relu_concat(branches, size, alpha, beta, k, relu)
+    torch.ops.googlenet_fused.lrn_relu_concat_into(out, branches, size, alpha, beta, k, relu)
     return out
 
 
@@ -70,6 +72,12 @@ def lrn_relu(x: torch.Tensor, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
              beta: float = LRN_BETA, k: float = LRN_K, *, out: torch.Tensor | None = None):
     """relu(local_response_norm(x)) of one tensor, fused (``out`` as in :func:`lrn_relu_concat`)."""
     return lrn_relu_concat([x], size, alpha, beta, k, out=out)
+
+
+def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> torch.Tensor:
+    """``F.local_response_norm`` of a 4-D tensor in one pass (the extension's kernel, no ReLU)."""
+    return lrn_relu_concat([x], size, alpha, beta, k, relu=False)
 
 
 def max_pool3x3(x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +95,8 @@ def max_pool3x3(x: torch.Tensor) -> torch.Tensor:
 if EXTENSION_ERROR is None:
 
     @torch.library.register_fake("googlenet_fused::lrn_relu_concat")
-    def _lrn_relu_concat_fake(branches, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K):
+    def _lrn_relu_concat_fake(branches, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K,
+                              relu=True):
         torch._check(len(branches) > 0, lambda: "lrn_relu_concat: expected at least one branch")
         first = branches[0]
         channels = sum(b.shape[1] for b in branches)
@@ -96,13 +105,13 @@ if EXTENSION_ERROR is None:
 
     @torch.library.register_fake("googlenet_fused::lrn_relu_concat_into")
     def _lrn_relu_concat_into_fake(output, branches, size=LRN_SIZE, alpha=LRN_ALPHA,
-                                   beta=LRN_BETA, k=LRN_K):
+                                   beta=LRN_BETA, k=LRN_K, relu=True):
         return None
 
     def _setup_context(ctx, inputs, output):
         # Arguments left at their defaults may be absent from `inputs`.
-        branches, *lrn = inputs
-        ctx.lrn = tuple(lrn) + (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)[len(lrn):]
+        branches, *args = inputs
+        *ctx.lrn, ctx.relu = tuple(args) + (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, True)[len(args):]
         ctx.channels = [b.shape[1] for b in branches]
         ctx.save_for_backward(*branches, output)
 
@@ -112,7 +121,7 @@ if EXTENSION_ERROR is None:
         for branch, channels in zip(branches, ctx.channels):
             y = output.narrow(1, offset, channels)
             grads.append(lrn_relu_backward(grad_out.narrow(1, offset, channels), branch, y,
-                                           *ctx.lrn))
+                                           *ctx.lrn, relu=ctx.relu))
             offset += channels
         # One gradient per argument actually passed: the dispatcher drops trailing arguments
         # equal to their schema defaults, and torch 2.11 refuses any other count.

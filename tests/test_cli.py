@@ -1,9 +1,11 @@
 """The command line: summary numbers and the main job."""
+import os
 import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from googlenet_fused.summary import summary_rows
 
@@ -43,3 +45,38 @@ def test_main_job_runs_and_agrees(tmp_path):
     assert "top-1 agreement 100.0%" in res.stdout
     assert "speedup" in res.stdout and "5b" in res.stdout
     assert chart.stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_main_job_other_dtypes_compare_with_full_precision(dtype):
+    res = _run("--dtype", dtype, "--batch", "2", "--image-size", "48", "--repeats", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "vs the reference in float" + ("64" if dtype == "float64" else "32") in res.stdout
+    rel = float(re.search(r"max rel error ([0-9.e+-]+)", res.stdout).group(1))
+    assert rel < (1e-12 if dtype == "float64" else 3e-2)
+    assert rel > 0 or dtype != "float64"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["--repeats", "-1"], "argument --repeats: must be at least 1, got -1"),
+    (["--image-size", "8"], "--image-size 8: .*at least 11"),
+    (["--device", "tpu0"], "'tpu0' is not a device"),
+    (["--dtype", "int8"], "argument --dtype: invalid choice"),
+    (["summary", "--image-size", "5"], "--image-size 5: .*at least 11"),
+] + ([(["--device", "cuda"], "sees no CUDA GPU")] if not torch.cuda.is_available() else []))
+def test_user_mistakes_give_one_line_errors(args, message):
+    res = _run(*args)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert re.search(message, res.stderr.strip().splitlines()[-1]), res.stderr
+
+
+def test_backend_that_cannot_run_names_the_input_shape():
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    res = subprocess.run([sys.executable, "-m", "googlenet_fused", "--backend", "triton",
+                          "--device", "cpu", "--batch", "3", "--image-size", "40"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "cannot run an input of shape (3, 3, 40, 40)" in res.stderr

@@ -74,6 +74,39 @@ def test_single_branch_lrn_relu():
     torch.testing.assert_close(out, reference([x]), rtol=1e-5, atol=1e-6)
 
 
+def plain_lrn(branches, size=5, alpha=1e-3, beta=0.75, k=2.0):
+    return torch.cat([F.local_response_norm(b, size, alpha, beta, k) for b in branches], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("lrn", [(5, 1e-3, 0.75, 2.0), (5, 1e-4, 0.75, 1.0), (3, 0.5, 0.5, 1.0),
+                                 (4, 2.0, 1.3, 0.5)])
+def test_without_relu_is_plain_lrn_on_signed_input(dtype, layout, lrn):
+    branches = make([(3, 7, 5, 4), (3, 2, 5, 4)], dtype, layout)
+    got = ops.lrn_relu_concat(branches, *lrn, relu=False)
+    assert (got < 0).any()  # signed values kept
+    lowp = plain_lowp(plain_lrn, branches, *lrn) if dtype in (torch.float16, torch.bfloat16) \
+        else None
+    assert_matches(got, plain_lrn([b.double() for b in branches], *lrn), lowp,
+                   what=f"relu=False {dtype} {layout} {lrn}")
+    x = branches[0]
+    expected = F.local_response_norm(x.double(), *lrn)
+    assert_matches(ops.local_response_norm(x, *lrn), expected,
+                   plain_lowp(lambda ts, *a: F.local_response_norm(ts[0], *a), [x], *lrn)
+                   if lowp is not None else None, what="local_response_norm")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_without_relu_nan_inf_and_into_slice(layout):
+    a, b = make([(2, 6, 3, 3), (2, 3, 3, 3)], layout=layout)
+    a[0, 2, 1, 1], a[1, 0, 0, 0], b[1, 1, 2, 2] = float("nan"), float("-inf"), float("inf")
+    big = torch.full((2, 11, 3, 3), 7.0)
+    ops.lrn_relu_concat([a, b], relu=False, out=big[:, 1:10])
+    torch.testing.assert_close(big[:, 1:10], plain_lrn([a, b]), equal_nan=True)
+    assert (big[:, 0] == 7).all() and (big[:, 10] == 7).all()
+
+
 @pytest.mark.parametrize("shape", [(0, 4, 3, 3), (2, 4, 0, 3), (2, 4, 3, 0)])
 def test_empty(shape):
     branches = [torch.randn(shape), torch.randn(shape[0], 2, *shape[2:])]
@@ -136,9 +169,13 @@ def test_gradcheck(layout):
     assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs), branches)
     assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs, 3, 0.5, 1.3, 0.7),
                                     branches)
+    assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs, relu=False), branches)
+    assert torch.autograd.gradcheck(
+        lambda *bs: ops.lrn_relu_concat(bs, 3, 0.5, 1.3, 0.7, relu=False), branches)
 
 
-@pytest.mark.parametrize("lrn", [(), (5, 1e-3, 0.75, 2.0), (3,), (5, 1e-3, 0.5)])
+@pytest.mark.parametrize("lrn", [(), (5, 1e-3, 0.75, 2.0), (3,), (5, 1e-3, 0.5),
+                                 (5, 1e-3, 0.75, 2.0, True)])
 def test_backward_with_arguments_at_schema_defaults(lrn):
     # The dispatcher drops trailing arguments equal to their schema defaults; torch 2.11 then
     # wants exactly one gradient per argument actually passed.
@@ -146,7 +183,7 @@ def test_backward_with_arguments_at_schema_defaults(lrn):
     fused = [b.clone().requires_grad_() for b in branches]
     torch.ops.googlenet_fused.lrn_relu_concat(fused, *lrn).square().sum().backward()
     plain = [b.clone().requires_grad_() for b in branches]
-    reference(plain, *lrn).square().sum().backward()
+    reference(plain, *lrn[:4]).square().sum().backward()
     for got, expected in zip(fused, plain):
         torch.testing.assert_close(got.grad, expected.grad)
 
@@ -156,6 +193,8 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat, args)
     out = torch.empty(2, 9, 3, 3)[:, 1:7]
     torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat_into, (out, *args))
+    torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat, (*args, False))
+    torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat_into, (out, *args, False))
 
 
 @pytest.mark.slow

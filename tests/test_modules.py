@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from googlenet_fused import (INCEPTION_CONFIGS, FusedGoogLeNet, FusedInception, GoogLeNet,
-                             Inception, fuse)
+from googlenet_fused import (INCEPTION_CONFIGS, FusedGoogLeNet, FusedInception,
+                             FusedLocalResponseNorm, GoogLeNet, Inception, fuse)
 from googlenet_fused import backends
 from helpers import assert_matches
 
@@ -116,11 +116,105 @@ def test_fuse_nested_model(caplog):
         expected = model.body(x)
     with caplog.at_level(logging.INFO, logger="googlenet_fused"):
         assert fuse(model, backend="native") is model
-    assert "replaced 10 Inception" in caplog.text
+    assert "replaced 10 Inception module(s) by FusedInception and 2 LocalResponseNorm" in caplog.text
     assert sum(isinstance(m, FusedInception) for m in model.modules()) == 10
     assert not any(type(m) is Inception for m in model.modules())
     with torch.no_grad():
         torch.testing.assert_close(model.body(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_output_has_the_input_memory_format(backend, layout):
+    ref, fused = pair(ODD_CONFIGS[1], backend)
+    x = torch.randn(2, 17, 4, 6)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(2, 17, 4, 12)[..., ::2]
+    with torch.no_grad():
+        out, expected = fused(x), ref(x)
+    cl = layout == "channels_last"
+    assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    if not cl:
+        out.view(2, -1)  # what NCHW code does with an output
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+
+
+class AlexNetStyle(nn.Module):
+    """LRN on signed input (before the ReLU), one after it, and one not on 4-D input."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 9, 3)
+        self.norm1 = nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=1.0)
+        self.act = nn.ReLU()
+        self.norm2 = nn.LocalResponseNorm(3, alpha=0.5, beta=0.6, k=2.0)
+        self.norm3d = nn.LocalResponseNorm(2)
+
+    def forward(self, x):
+        y = self.norm2(self.act(self.norm1(self.conv(x))))
+        return y, self.norm3d(y.flatten(2))
+
+
+def test_fuse_any_lrn_exactly():
+    model = AlexNetStyle()
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    expected = model.double()(x)
+    assert (model.norm1(model.conv(x)) < 0).any()  # signed input really reaches norm1
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fuse(model)
+    assert all(type(m) is FusedLocalResponseNorm for m in (model.norm1, model.norm2, model.norm3d))
+    assert (model.norm2.size, model.norm2.alpha, model.norm2.beta, model.norm2.k) == (3, 0.5, 0.6, 2.0)
+    got = model(x)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(sum(g.square().sum() for g in got), [x, model.conv.weight])
+    model_ref = AlexNetStyle().double()
+    model_ref.load_state_dict(state)
+    expected = model_ref(x)
+    grads_ref = torch.autograd.grad(sum(e.square().sum() for e in expected),
+                                    [x, model_ref.conv.weight])
+    for g, e in zip(grads, grads_ref):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
+    assert model.state_dict().keys() == state.keys()
+    # the extension's op ran (its autograd node), not ATen's LRN
+    assert "googlenet_fused" in type(model.norm1(model.conv(x)).grad_fn).__name__
+
+
+def test_fuse_plain_googlenet_is_fused_googlenet():
+    net = GoogLeNet((3, 64, 64), n_classes=5).eval()
+    keys = list(net.state_dict())
+    params = {id(p) for p in net.parameters()}
+    fnet = FusedGoogLeNet((3, 64, 64), n_classes=5, backend="native").eval()
+    fnet.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+        fuse(net, backend="native")
+        fuse(net, backend="native")  # twice: nothing more happens
+        got = net(x)
+    assert list(net.state_dict()) == keys and {id(p) for p in net.parameters()} == params
+    assert len(net._forward_pre_hooks) == 1
+    assert ([type(m).__name__ for m in net.modules()][1:]
+            == [type(m).__name__ for m in fnet.modules()][1:])  # all but the top are the same
+    assert [getattr(m, "inplace", None) for m in net.modules()] == [
+        getattr(m, "inplace", None) for m in fnet.modules()]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(fnet(x), got, rtol=0, atol=0)
+    seen = []
+    net.inception_modules()["3a"].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        net(x)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)  # one conversion at the entry
+
+
+def test_network_errors_name_the_users_input(monkeypatch):
+    monkeypatch.setattr(backends, "_INTERPRET", False)
+    net = FusedGoogLeNet((3, 64, 64), backend="triton")
+    with pytest.raises(RuntimeError, match=r"cannot run an input of shape \(2, 3, 64, 64\)"):
+        net(torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize("backend", ["native", "reference"])
