@@ -9,6 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 RESULTS ?= benchmarks/results/latest
+TITLE ?= googlenet-fused benchmarks
 
 # What CI tests: the newest releases, and the oldest ones setup.py admits (torch 2.11 / triton
 # 3.6, the GPU machine's). triton 3.6's interpreter needs numpy < 2.4.
@@ -69,9 +70,15 @@ test-oldest: $(OLDEST_VENV)/.installed
 	cd $(OLDEST_SRC) && GPU_CHECK_DRY=1 GPU_CHECK_STEPS=tests,memcheck,bench PYTHON=$(OLDEST_PY) \
 		bash benchmarks/gpu_check.sh gpu_check_dry
 
+# Benchmarks: RESULTS is a folder (default benchmarks/results/latest, not committed); `make bench
+# report RESULTS=benchmarks/results/cpu_2core TITLE="..."` regenerates a committed one.
 bench: install
-	$(PY) -m pytest benchmarks -p no:cacheprovider --benchmark-json=$(RESULTS).json $(ARGS)
+	mkdir -p $(RESULTS)
+	$(PY) -m pytest benchmarks/test_bench_inception.py -p no:cacheprovider \
+		--benchmark-json=$(RESULTS)/modules.json $(ARGS)
+	$(PY) -m pytest benchmarks/test_bench_ops.py -p no:cacheprovider \
+		--benchmark-json=$(RESULTS)/ops.json $(ARGS)
 
 report: install
-	@test -f $(RESULTS).json || { echo "no $(RESULTS).json: run 'make bench' first"; exit 2; }
-	$(PY) benchmarks/report.py $(RESULTS).json --out $(dir $(RESULTS))
+	@ls $(RESULTS)/*.json > /dev/null 2>&1 || { echo "no benchmark JSON in $(RESULTS): run 'make bench' first"; exit 2; }
+	$(PY) benchmarks/report.py $(RESULTS)/*.json --out $(RESULTS) --title "$(TITLE)"

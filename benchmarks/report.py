@@ -1,4 +1,5 @@
-"""Turn pytest-benchmark JSON files into a markdown table and a PNG chart.
+"""Turn pytest-benchmark JSON files into a markdown report (module table, goals, op table) and
+a PNG chart of the modules' speedups.
 
     python benchmarks/report.py results.json [more.json ...] --out DIR [--title TEXT]
                                 [--stat median|min]
@@ -92,8 +93,7 @@ def markdown(groups, meta, title, stat="median"):
     def ratio(row, p, t):
         return f"{row[p]['seconds'] / t:.2f}x" if p in row else "-"
 
-    for key in sorted(groups, key=lambda k: (MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER
-                                            else 99, k[1], k[2], k[3])):
+    for key in sorted(module_rows(groups), key=lambda k: (MODULE_ORDER.index(k[0]), *k[1:])):
         row = groups[key]
         name, best = best_fused(row)
         if best is None:
@@ -108,7 +108,35 @@ def markdown(groups, meta, title, stat="median"):
                      f"{1e3 * t:.3f} ({name[6:]}) | {ratio(row, 'eager', t)} | "
                      f"{ratio(row, 'compile', t)} | {ratio(row, 'compile-max-autotune', t)} | "
                      f"{floor} | {ceiling} | {gf} |")
-    return "\n".join(lines + goals(groups, meta)) + "\n"
+    if not module_rows(groups):
+        lines = lines[:-3]  # no module rows: only the op table below
+    return "\n".join(lines + goals(groups, meta) + op_table(groups)) + "\n"
+
+
+def module_rows(groups):
+    """Keys of the inception-module and network rows (the rest are single-op benchmarks)."""
+    return [k for k in groups if k[0] in MODULE_ORDER]
+
+
+def op_table(groups):
+    """Markdown lines: each fused op (module names like "4a-lrn") against the ATen ops it
+    replaces, in a table of its own."""
+    keys = sorted(k for k in groups if k[0] not in MODULE_ORDER and best_fused(groups[k])[0])
+    if not keys:
+        return []
+    lines = ["", "## Fused ops vs the ATen ops they replace", "",
+             "| op | batch | dtype | layout | eager | compile | fused | vs eager | vs compile |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in keys:
+        row = groups[key]
+        name, best = best_fused(row)
+        t = best["seconds"]
+        cell = {p: (f"{1e3 * row[p]['seconds']:.3f}", f"{row[p]['seconds'] / t:.2f}x")
+                if p in row else ("-", "-") for p in ("eager", "compile")}
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cell['eager'][0]} | "
+                     f"{cell['compile'][0]} | {1e3 * t:.3f} ({name[6:]}) | {cell['eager'][1]} | "
+                     f"{cell['compile'][1]} |")
+    return lines
 
 
 def goals(groups, meta):
@@ -119,8 +147,7 @@ def goals(groups, meta):
     lines = ["", f"## Goals ({device.upper()})", ""]
     for what, selects, baseline, least in GOALS[device]:
         rows = []
-        for key in sorted(groups, key=lambda k: (MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER
-                                                else 99, k[1], k[2], k[3])):
+        for key in sorted(module_rows(groups), key=lambda k: (MODULE_ORDER.index(k[0]), *k[1:])):
             _, best = best_fused(groups[key])
             if selects(key) and best is not None and baseline in groups[key]:
                 rows.append((key, groups[key][baseline]["seconds"] / best["seconds"]))
@@ -147,7 +174,7 @@ def chart(groups, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in groups if best_fused(groups[k])[0] and "eager" in groups[k]]
+    keys = [k for k in module_rows(groups) if best_fused(groups[k])[0] and "eager" in groups[k]]
     if not keys:
         return
     panels = sorted({k[1:] for k in keys})
@@ -156,8 +183,7 @@ def chart(groups, path, title):
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.8 * len(panels)), squeeze=False)
     width = 0.8 / len(baselines)
     for ax, panel in zip(axes[:, 0], panels):
-        row_keys = sorted((k for k in keys if k[1:] == panel),
-                          key=lambda k: MODULE_ORDER.index(k[0]) if k[0] in MODULE_ORDER else 99)
+        row_keys = sorted((k for k in keys if k[1:] == panel), key=lambda k: MODULE_ORDER.index(k[0]))
         for i, base in enumerate(baselines):
             # A baseline that was not measured for a row gets no bar (not a 0.0 one).
             xs = [j + i * width for j, k in enumerate(row_keys) if base in groups[k]]

@@ -62,3 +62,30 @@ def test_min_statistic(cpu_results):
     assert groups[("4a", 16, "fp32", "nchw")]["eager"]["seconds"] == 0.044
     md = report.markdown(groups, meta, "t", "min")
     assert "Times are the min over rounds" in md and "| 44.000 | 20.000 |" in md
+
+
+def test_module_table_op_table_and_chart_from_several_files(cpu_results, tmp_path):
+    ops = tmp_path / "ops.json"
+    ops.write_text(json.dumps(dict(benchmarks=[
+        _bench("4a-lrn", "eager", 16, 0.034, layout="channels_last"),
+        _bench("4a-lrn", "fused-extension", 16, 0.001, layout="channels_last")])))
+    report.main([str(cpu_results), str(ops), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    modules, op_part = md.split("## Fused ops vs the ATen ops they replace")
+    assert "| 4a | 16 | fp32 | nchw |" in modules and "4a-lrn" not in modules
+    assert "| 4a-lrn | 16 | fp32 | channels_last | 34.000 | - | 1.000 (extension) | 34.00x | - |" \
+        in op_part
+    assert "## Goals (CPU)" in modules
+
+
+def test_chart_has_no_bar_for_a_missing_baseline(cpu_results, monkeypatch, tmp_path):
+    import matplotlib.axes
+
+    drawn = []
+    real_bar = matplotlib.axes.Axes.bar
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", lambda self, xs, ys, *a, **k: (
+        drawn.append((k.get("label"), list(ys))), real_bar(self, xs, ys, *a, **k))[1])
+    report.chart(*report.load(str(cpu_results))[:1], str(tmp_path / "c.png"), "t")
+    # batch 1 has no compile row: its panel draws eager bars only, never a 0.0 bar
+    assert all(y > 0 for _, ys in drawn for y in ys)
+    assert ("fused vs compile", []) in drawn
