@@ -1,0 +1,21 @@
+"""The README's Python snippets run as written."""
+import os
+import re
+
+import pytest
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def python_blocks():
+    with open(README) as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+
+
+def test_readme_has_python_snippets():
+    assert len(python_blocks()) >= 1
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_readme_snippet_runs(index):
+    exec(compile(python_blocks()[index], f"README.md python block {index}", "exec"), {})
