@@ -294,6 +294,18 @@ void lrn_relu_concat_into(const at::Tensor& out, at::TensorList branches_list, i
   run_kernel(branches, out, p);
 }
 
+// Test-only: the CUDA kernel's launch emulated on CPU tensors, after the same checks.
+void lrn_relu_concat_cuda_emulated_into(const at::Tensor& out, at::TensorList branches_list,
+                                        int64_t size, double alpha, double beta, double k,
+                                        bool relu) {
+  const std::vector<at::Tensor> branches = branches_list.vec();
+  const LrnParams p{size, alpha, beta, k, relu};
+  check_lrn_args(branches, p);
+  check_out(branches, out);
+  TORCH_CHECK(out.is_cpu(), "_lrn_relu_concat_cuda_emulated_into: emulation runs on CPU tensors");
+  if (out.numel() > 0) lrn_relu_concat_cuda_emulated(branches, out, p);
+}
+
 }  // namespace
 }  // namespace googlenet_fused
 
@@ -304,12 +316,16 @@ TORCH_LIBRARY(googlenet_fused, m) {
   // `out`: torch.compile refuses non-contiguous out= arguments.
   m.def("lrn_relu_concat_into(Tensor(a!) output, Tensor[] branches, int size=5, "
         "float alpha=0.001, float beta=0.75, float k=2.0, bool relu=True) -> ()");
+  m.def("_lrn_relu_concat_cuda_emulated_into(Tensor(a!) output, Tensor[] branches, int size, "
+        "float alpha, float beta, float k, bool relu) -> ()");
 }
 
 // One implementation for both devices: it validates, then picks the device's kernel.
 TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
   m.impl("lrn_relu_concat", &googlenet_fused::lrn_relu_concat);
   m.impl("lrn_relu_concat_into", &googlenet_fused::lrn_relu_concat_into);
+  m.impl("_lrn_relu_concat_cuda_emulated_into",
+         &googlenet_fused::lrn_relu_concat_cuda_emulated_into);
 }
 
 #ifdef WITH_CUDA

@@ -20,6 +20,10 @@ struct LrnParams {
 void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
                                 const LrnParams& p);
 
+// The CUDA launch run on the CPU, thread by thread (tests): see lrn_relu_concat_emulated.cpp.
+void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+                                   const LrnParams& p);
+
 #ifdef WITH_CUDA
 void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
                                  const LrnParams& p);
