@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <limits>
 
 namespace googlenet_fused {
@@ -119,19 +120,32 @@ struct Norm {
 };
 
 template <typename scalar_t, typename acc_t, bool kBeta075>
-void normalize_run(const acc_t* sum, const scalar_t* x, scalar_t* out, int64_t n,
+void normalize_run(const acc_t* sum, const scalar_t* x, acc_t bias, scalar_t* out, int64_t n,
                    const Norm<acc_t>& norm) {
   for (int64_t i = 0; i < n; ++i) {
-    out[i] = static_cast<scalar_t>(norm.template apply<kBeta075>(static_cast<acc_t>(x[i]), sum[i]));
+    out[i] = static_cast<scalar_t>(
+        norm.template apply<kBeta075>(static_cast<acc_t>(x[i]) + bias, sum[i]));
   }
+}
+
+// Every output channel's bias in the accumulation type (zeros without biases).
+template <typename scalar_t, typename acc_t>
+std::vector<acc_t> channel_biases(const std::vector<at::Tensor>& biases, int64_t channels) {
+  std::vector<acc_t> all(channels, acc_t(0));
+  int64_t c = 0;
+  for (const auto& b : biases) {
+    const scalar_t* data = b.const_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < b.numel(); ++j) all[c++] = static_cast<acc_t>(data[j]);
+  }
+  return all;
 }
 
 constexpr int64_t kPixelChunk = 1024;  // pixels per task in the planar layout: fits in L1
 
 // Planar: a task is (n, output channel, chunk of pixels); channel planes are contiguous.
 template <typename scalar_t, typename acc_t, bool kBeta075>
-void planar_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
-                   const LrnParams& p, const Norm<acc_t>& norm) {
+void planar_kernel(const std::vector<at::Tensor>& branches, const std::vector<acc_t>& bias,
+                   const at::Tensor& out, const LrnParams& p, const Norm<acc_t>& norm) {
   const int64_t N = out.size(0), C = out.size(1), HW = out.size(2) * out.size(3);
   const int64_t chunks = (HW + kPixelChunk - 1) / kPixelChunk;
   std::vector<int64_t> branch_of(C), local(C);
@@ -153,24 +167,27 @@ void planar_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& ou
       const scalar_t* base = b.const_data_ptr<scalar_t>() + n * b.stride(0) + p0;
       const int64_t lo = std::max<int64_t>(0, j - p.size / 2);
       const int64_t hi = std::min<int64_t>(Cb - 1, j + (p.size - 1) / 2);
+      const acc_t* branch_bias = bias.data() + (c - j);
       std::fill(sum, sum + len, acc_t(0));
       for (int64_t w = lo; w <= hi; ++w) {
         const scalar_t* plane = base + w * b.stride(1);
+        const acc_t bw = branch_bias[w];
         for (int64_t i = 0; i < len; ++i) {
-          const acc_t v = static_cast<acc_t>(plane[i]);
+          const acc_t v = static_cast<acc_t>(plane[i]) + bw;
           sum[i] += v * v;
         }
       }
       scalar_t* dst = out_ptr + n * out.stride(0) + c * out.stride(1) + p0;
-      normalize_run<scalar_t, acc_t, kBeta075>(sum, base + j * b.stride(1), dst, len, norm);
+      normalize_run<scalar_t, acc_t, kBeta075>(sum, base + j * b.stride(1), branch_bias[j], dst,
+                                               len, norm);
     }
   });
 }
 
 // Channels-last: a task is one pixel of one image; each branch's channels are contiguous there.
 template <typename scalar_t, typename acc_t, bool kBeta075, int64_t kSize>
-void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
-                          const LrnParams& p, const Norm<acc_t>& norm) {
+void channels_last_kernel(const std::vector<at::Tensor>& branches, const std::vector<acc_t>& bias,
+                          const at::Tensor& out, const LrnParams& p, const Norm<acc_t>& norm) {
   const int64_t N = out.size(0), HW = out.size(2) * out.size(3);
   int64_t max_c = 0;
   for (const auto& b : branches) max_c = std::max(max_c, b.size(1));
@@ -179,11 +196,14 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Ten
   scalar_t* out_ptr = out.data_ptr<scalar_t>();
   struct View {
     const scalar_t* data;
+    const acc_t* bias;
     int64_t image_stride, pixel_stride, channels;
   };
   std::vector<View> views;
-  for (const auto& b : branches) {
-    views.push_back({b.const_data_ptr<scalar_t>(), b.stride(0), *pixel_stride(b), b.size(1)});
+  for (int64_t i = 0, c = 0; i < (int64_t)branches.size(); c += branches[i].size(1), ++i) {
+    const at::Tensor& b = branches[i];
+    views.push_back({b.const_data_ptr<scalar_t>(), bias.data() + c, b.stride(0),
+                     *pixel_stride(b), b.size(1)});
   }
   at::parallel_for(0, N * HW, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out.size(1))),
                    [&](int64_t begin, int64_t end) {
@@ -197,7 +217,7 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Ten
         const scalar_t* src = b.data + n * b.image_stride + px * b.pixel_stride;
         acc_t* sq = padded.data();
         for (int64_t c = 0; c < Cb; ++c) {
-          const acc_t v = static_cast<acc_t>(src[c]);
+          const acc_t v = static_cast<acc_t>(src[c]) + b.bias[c];
           sq[before + c] = v * v;
         }
         std::fill(sq + before + Cb, sq + before + Cb + after, acc_t(0));
@@ -207,7 +227,8 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Ten
         for (int64_t c = 0; c < Cb; ++c) {
           acc_t s = acc_t(0);
           for (int64_t t = 0; t < size; ++t) s += sq[c + t];
-          dst[c] = static_cast<scalar_t>(norm.template apply<kBeta075>(static_cast<acc_t>(src[c]), s));
+          dst[c] = static_cast<scalar_t>(
+              norm.template apply<kBeta075>(static_cast<acc_t>(src[c]) + b.bias[c], s));
         }
         dst += Cb;
       }
@@ -217,14 +238,15 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const at::Ten
 
 }  // namespace
 
-void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, const at::Tensor& out,
+void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in,
+                                const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                 const LrnParams& p) {
   const bool planar = is_planar(out);
   const bool channels_last = !planar && out.stride(1) == 1 && pixel_stride(out).has_value();
   if (!planar && !channels_last) {
     // An output whose pixels cannot be walked as one axis: compute densely, then copy.
     at::Tensor dense = at::empty(out.sizes(), out.options());
-    lrn_relu_concat_cpu_kernel(branches_in, dense, p);
+    lrn_relu_concat_cpu_kernel(branches_in, biases, dense, p);
     out.copy_(dense);
     return;
   }
@@ -243,17 +265,18 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, cons
                            static_cast<acc_t>(p.beta),
                            p.relu ? acc_t(0) : -std::numeric_limits<acc_t>::infinity()};
     const bool beta075 = p.beta == 0.75;
+    const std::vector<acc_t> bias = channel_biases<scalar_t, acc_t>(biases, out.size(1));
     if (planar) {
-      beta075 ? planar_kernel<scalar_t, acc_t, true>(branches, out, p, norm)
-              : planar_kernel<scalar_t, acc_t, false>(branches, out, p, norm);
+      beta075 ? planar_kernel<scalar_t, acc_t, true>(branches, bias, out, p, norm)
+              : planar_kernel<scalar_t, acc_t, false>(branches, bias, out, p, norm);
     } else {
       // The network's window (5) is a compile-time constant; other sizes take the generic loop.
       if (p.size == 5) {
-        beta075 ? channels_last_kernel<scalar_t, acc_t, true, 5>(branches, out, p, norm)
-                : channels_last_kernel<scalar_t, acc_t, false, 5>(branches, out, p, norm);
+        beta075 ? channels_last_kernel<scalar_t, acc_t, true, 5>(branches, bias, out, p, norm)
+                : channels_last_kernel<scalar_t, acc_t, false, 5>(branches, bias, out, p, norm);
       } else {
-        beta075 ? channels_last_kernel<scalar_t, acc_t, true, 0>(branches, out, p, norm)
-                : channels_last_kernel<scalar_t, acc_t, false, 0>(branches, out, p, norm);
+        beta075 ? channels_last_kernel<scalar_t, acc_t, true, 0>(branches, bias, out, p, norm)
+                : channels_last_kernel<scalar_t, acc_t, false, 0>(branches, bias, out, p, norm);
       }
     }
   });
@@ -261,63 +284,90 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in, cons
 
 namespace {
 
-void run_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out, const LrnParams& p) {
+// The biases as the kernels take them: none, or one contiguous 1-D tensor per branch.
+std::vector<at::Tensor> check_biases(const std::vector<at::Tensor>& branches,
+                                     const std::optional<at::TensorList>& bias) {
+  if (!bias.has_value()) return {};
+  TORCH_CHECK(bias->size() == branches.size(), "lrn_relu_concat: expected one bias per branch (",
+              branches.size(), "), got ", bias->size());
+  std::vector<at::Tensor> biases;
+  for (size_t i = 0; i < branches.size(); ++i) {
+    const at::Tensor& b = (*bias)[i];
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == branches[i].size(1), "lrn_relu_concat: bias ", i,
+                " must have shape [", branches[i].size(1), "] (the channels of branch ", i,
+                " of shape ", shape_str(branches[i]), "), got ", shape_str(b));
+    TORCH_CHECK(b.scalar_type() == branches[i].scalar_type() && b.device() == branches[i].device(),
+                "lrn_relu_concat: bias ", i, " is ", b.scalar_type(), " on ", b.device(),
+                ", its branch ", branches[i].scalar_type(), " on ", branches[i].device());
+    biases.push_back(b.contiguous());
+  }
+  return biases;
+}
+
+void run_kernel(const std::vector<at::Tensor>& branches, const std::vector<at::Tensor>& biases,
+                const at::Tensor& out, const LrnParams& p) {
   if (out.numel() == 0) return;
   if (out.is_cuda()) {
 #ifdef WITH_CUDA
-    lrn_relu_concat_cuda_kernel(branches, out, p);
+    lrn_relu_concat_cuda_kernel(branches, biases, out, p);
 #else
     TORCH_CHECK(false, "lrn_relu_concat: this build of googlenet_fused._C has no CUDA kernels");
 #endif
   } else {
-    lrn_relu_concat_cpu_kernel(branches, out, p);
+    lrn_relu_concat_cpu_kernel(branches, biases, out, p);
   }
 }
 
 at::Tensor lrn_relu_concat(at::TensorList branches_list, int64_t size, double alpha, double beta,
-                           double k, bool relu) {
+                           double k, bool relu, std::optional<at::TensorList> bias) {
   const std::vector<at::Tensor> branches = branches_list.vec();
   const LrnParams p{size, alpha, beta, k, relu};
   check_lrn_args(branches, p);
+  const std::vector<at::Tensor> biases = check_biases(branches, bias);
   at::Tensor out = at::empty(output_shape(branches), branches[0].options(),
                              output_format(branches[0]));
-  run_kernel(branches, out, p);
+  run_kernel(branches, biases, out, p);
   return out;
 }
 
 void lrn_relu_concat_into(const at::Tensor& out, at::TensorList branches_list, int64_t size,
-                          double alpha, double beta, double k, bool relu) {
+                          double alpha, double beta, double k, bool relu,
+                          std::optional<at::TensorList> bias) {
   const std::vector<at::Tensor> branches = branches_list.vec();
   const LrnParams p{size, alpha, beta, k, relu};
   check_lrn_args(branches, p);
+  const std::vector<at::Tensor> biases = check_biases(branches, bias);
   check_out(branches, out);
-  run_kernel(branches, out, p);
+  run_kernel(branches, biases, out, p);
 }
 
 // Test-only: the CUDA kernel's launch emulated on CPU tensors, after the same checks.
 void lrn_relu_concat_cuda_emulated_into(const at::Tensor& out, at::TensorList branches_list,
                                         int64_t size, double alpha, double beta, double k,
-                                        bool relu) {
+                                        bool relu, std::optional<at::TensorList> bias) {
   const std::vector<at::Tensor> branches = branches_list.vec();
   const LrnParams p{size, alpha, beta, k, relu};
   check_lrn_args(branches, p);
+  const std::vector<at::Tensor> biases = check_biases(branches, bias);
   check_out(branches, out);
   TORCH_CHECK(out.is_cpu(), "_lrn_relu_concat_cuda_emulated_into: emulation runs on CPU tensors");
-  if (out.numel() > 0) lrn_relu_concat_cuda_emulated(branches, out, p);
+  if (out.numel() > 0) lrn_relu_concat_cuda_emulated(branches, biases, out, p);
 }
 
 }  // namespace
 }  // namespace googlenet_fused
 
 TORCH_LIBRARY(googlenet_fused, m) {
+  // bias: one per branch, added before the LRN (the convolution before it then runs without).
   m.def("lrn_relu_concat(Tensor[] branches, int size=5, float alpha=0.001, float beta=0.75, "
-        "float k=2.0, bool relu=True) -> Tensor");
+        "float k=2.0, bool relu=True, Tensor[]? bias=None) -> Tensor");
   // Writes into `output` (any strides, e.g. a channel slice of a module's output). Not named
   // `out`: torch.compile refuses non-contiguous out= arguments.
   m.def("lrn_relu_concat_into(Tensor(a!) output, Tensor[] branches, int size=5, "
-        "float alpha=0.001, float beta=0.75, float k=2.0, bool relu=True) -> ()");
+        "float alpha=0.001, float beta=0.75, float k=2.0, bool relu=True, "
+        "Tensor[]? bias=None) -> ()");
   m.def("_lrn_relu_concat_cuda_emulated_into(Tensor(a!) output, Tensor[] branches, int size, "
-        "float alpha, float beta, float k, bool relu) -> ()");
+        "float alpha, float beta, float k, bool relu, Tensor[]? bias=None) -> ()");
 }
 
 // One implementation for both devices: it validates, then picks the device's kernel.

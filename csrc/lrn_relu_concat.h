@@ -1,6 +1,7 @@
 // Fused LocalResponseNorm + ReLU + channel concat: shared declarations of the CPU and CUDA
 // kernels. Validation and output allocation live in lrn_relu_concat.cpp; a kernel receives
-// branches that agree in N, H, W, dtype and device, and an output of shape [N, sum C_i, H, W].
+// branches that agree in N, H, W, dtype and device, an output of shape [N, sum C_i, H, W], and
+// either no biases or one contiguous 1-D bias per branch (added before the LRN).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,15 +18,18 @@ struct LrnParams {
   bool relu;  // relu(lrn(a)) when true, plain lrn(a) otherwise
 };
 
-void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches,
+                                const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                 const LrnParams& p);
 
 // The CUDA launch run on the CPU, thread by thread (tests): see lrn_relu_concat_emulated.cpp.
-void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches,
+                                   const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                    const LrnParams& p);
 
 #ifdef WITH_CUDA
-void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches,
+                                 const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                  const LrnParams& p);
 #endif
 

@@ -19,10 +19,10 @@ __global__ void __launch_bounds__(lrn_thread::kThreads)
 }
 
 template <typename scalar_t, typename index_t>
-void launch_all(const std::vector<at::Tensor>& branches, const at::Tensor& out,
-                const LrnParams& p, cudaStream_t stream) {
+void launch_all(const std::vector<at::Tensor>& branches, const std::vector<at::Tensor>& biases,
+                const at::Tensor& out, const LrnParams& p, cudaStream_t stream) {
   lrn_thread::for_each_launch<scalar_t, index_t>(
-      branches, out, p, [&](const auto& args, uint32_t blocks_x, uint32_t blocks_y) {
+      branches, biases, out, p, [&](const auto& args, uint32_t blocks_x, uint32_t blocks_y) {
         lrn_relu_concat_kernel<scalar_t, index_t>
             <<<dim3(blocks_x, blocks_y), lrn_thread::kThreads, 0, stream>>>(args);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -31,16 +31,17 @@ void launch_all(const std::vector<at::Tensor>& branches, const at::Tensor& out,
 
 }  // namespace
 
-void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches,
+                                 const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                  const LrnParams& p) {
   const c10::cuda::CUDAGuard guard(out.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bool int32 = lrn_thread::fits_int32(branches, out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "lrn_relu_concat_cuda", [&] {
     if (int32) {
-      launch_all<scalar_t, int32_t>(branches, out, p, stream);
+      launch_all<scalar_t, int32_t>(branches, biases, out, p, stream);
     } else {
-      launch_all<scalar_t, int64_t>(branches, out, p, stream);
+      launch_all<scalar_t, int64_t>(branches, biases, out, p, stream);
     }
   });
 }

@@ -10,7 +10,8 @@
 
 namespace googlenet_fused {
 
-void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches, const at::Tensor& out,
+void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches,
+                                   const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                    const LrnParams& p) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "lrn_relu_concat_emulated", [&] {
     auto emulate = [&](const auto& args, uint32_t blocks_x, uint32_t blocks_y) {
@@ -26,9 +27,9 @@ void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches, cons
       });
     };
     if (lrn_thread::fits_int32(branches, out)) {
-      lrn_thread::for_each_launch<scalar_t, int32_t>(branches, out, p, emulate);
+      lrn_thread::for_each_launch<scalar_t, int32_t>(branches, biases, out, p, emulate);
     } else {
-      lrn_thread::for_each_launch<scalar_t, int64_t>(branches, out, p, emulate);
+      lrn_thread::for_each_launch<scalar_t, int64_t>(branches, biases, out, p, emulate);
     }
   });
 }

@@ -50,11 +50,13 @@ using acc_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, floa
 template <typename index_t>
 struct Branch {
   const void* data;
+  const void* bias;   // [channels], contiguous, or null
   index_t stride_n, stride_c, stride_h, stride_w;
   int32_t channels;
   int32_t offset;     // first channel of this branch in the output
   bool vector_load;   // stride_c == 1 and every chunk 16-byte aligned
   bool vector_store;  // the same for this branch's slice of the output
+  bool vector_bias;   // the bias 16-byte aligned
 };
 
 template <typename acc_t>
@@ -160,12 +162,22 @@ C10_HOST_DEVICE inline void window5(const scalar_t* src, index_t src_c, scalar_t
                                     const Norm<acc_t>& p) {
   constexpr int CH = chunk_of<scalar_t>();
   static_assert(CH >= 2, "a chunk must cover the window's two channels after");
+  const auto* bias = static_cast<const scalar_t*>(b.bias);
+  // Channels [c0, c0 + CH) plus their bias; zeros past the last channel.
+  auto load = [&](int32_t c0, acc_t(&v)[CH]) {
+    load_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, c0, b.channels, b.vector_load, v);
+    if (bias != nullptr) {
+      acc_t bv[CH];
+      load_chunk<scalar_t, index_t, acc_t, CH>(bias, index_t(1), c0, b.channels, b.vector_bias, bv);
+#pragma unroll
+      for (int j = 0; j < CH; ++j) v[j] += bv[j];
+    }
+  };
   acc_t cur[CH], next[CH];
   acc_t before0 = 0, before1 = 0;  // squares of the two channels before the chunk
-  load_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, 0, b.channels, b.vector_load, cur);
+  load(0, cur);
   for (int32_t c0 = 0; c0 < b.channels; c0 += CH) {
-    load_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, c0 + CH, b.channels, b.vector_load,
-                                             next);
+    load(c0 + CH, next);
     acc_t sq[CH + 4];
     sq[0] = before0;
     sq[1] = before1;
@@ -192,15 +204,20 @@ C10_HOST_DEVICE inline void window_any(const scalar_t* src, index_t src_c, scala
                                        index_t dst_c, const Branch<index_t>& b,
                                        const Norm<acc_t>& p) {
   const int32_t before = p.size / 2, after = (p.size - 1) / 2;
+  const auto* bias = static_cast<const scalar_t*>(b.bias);
+  auto value = [&](int32_t c) {
+    const acc_t v = static_cast<acc_t>(src[static_cast<index_t>(c) * src_c]);
+    return bias != nullptr ? v + static_cast<acc_t>(bias[c]) : v;
+  };
   for (int32_t c = 0; c < b.channels; ++c) {
     const int32_t lo = c - before > 0 ? c - before : 0;
     const int32_t hi = c + after < b.channels - 1 ? c + after : b.channels - 1;
     acc_t s = 0;
     for (int32_t t = lo; t <= hi; ++t) {
-      const acc_t v = static_cast<acc_t>(src[static_cast<index_t>(t) * src_c]);
+      const acc_t v = value(t);
       s += v * v;
     }
-    const acc_t a = static_cast<acc_t>(src[static_cast<index_t>(c) * src_c]);
+    const acc_t a = value(c);
     dst[static_cast<index_t>(c) * dst_c] = static_cast<scalar_t>(normalize(a, s, p));
   }
 }
@@ -254,8 +271,8 @@ bool aligned_chunks(const void* ptr, std::initializer_list<int64_t> strides) {
 }
 
 template <typename scalar_t, typename index_t, typename Launch>
-void for_each_launch(const std::vector<at::Tensor>& branches, const at::Tensor& out,
-                     const LrnParams& p, Launch&& launch) {
+void for_each_launch(const std::vector<at::Tensor>& branches, const std::vector<at::Tensor>& biases,
+                     const at::Tensor& out, const LrnParams& p, Launch&& launch) {
   using acc_t = acc_of<scalar_t>;
   const int64_t N = out.size(0), H = out.size(2), W = out.size(3);
   TORCH_CHECK(N * H * W < (int64_t(1) << 32) - kThreads, "lrn_relu_concat: ", N * H * W,
@@ -277,17 +294,19 @@ void for_each_launch(const std::vector<at::Tensor>& branches, const at::Tensor& 
     a.count = static_cast<int32_t>(std::min<size_t>(kMaxBranches, branches.size() - start));
     for (int i = 0; i < a.count; ++i) {
       const at::Tensor& b = branches[start + i];
+      const void* bias = biases.empty() ? nullptr : biases[start + i].const_data_ptr();
       const int64_t offset = first_channel;
       first_channel += b.size(1);
       a.branch[i] = Branch<index_t>{
-          b.const_data_ptr(),
+          b.const_data_ptr(), bias,
           static_cast<index_t>(b.stride(0)), static_cast<index_t>(b.stride(1)),
           static_cast<index_t>(b.stride(2)), static_cast<index_t>(b.stride(3)),
           static_cast<int32_t>(b.size(1)), static_cast<int32_t>(offset),
           b.stride(1) == 1 &&
               aligned_chunks<scalar_t>(b.const_data_ptr(), {b.stride(0), b.stride(2), b.stride(3)}),
           out_vector && aligned_chunks<scalar_t>(out_base + offset * out.stride(1) * sizeof(scalar_t),
-                                                 {out.stride(0), out.stride(2), out.stride(3)})};
+                                                 {out.stride(0), out.stride(2), out.stride(3)}),
+          bias != nullptr && aligned_chunks<scalar_t>(bias, {})};
     }
     if (blocks_x > 0) launch(a, blocks_x, static_cast<uint32_t>(a.count));
   }

@@ -60,6 +60,13 @@ def not_supported_reasons(backend: str, x: torch.Tensor) -> list[str]:
     return reasons
 
 
+def fold_bias(x: torch.Tensor) -> bool:
+    """Whether a convolution's bias goes into the LRN op after it (``bias=`` of
+    ops.lrn_relu_concat) instead of the convolution: on CUDA, where cuDNN adds a bias in a pass
+    of its own; not on CPU, where oneDNN adds it inside the convolution for free."""
+    return x.device.type == "cuda"
+
+
 def select(backend: str, x: torch.Tensor) -> str:
     """The backend that will run ``x``: ``backend`` itself, or the first that fits for "auto"."""
     if backend == "auto":

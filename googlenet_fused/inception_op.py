@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from . import ops
+from . import backends, ops
 from .lrn import lrn_relu_backward
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
@@ -45,9 +45,11 @@ def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
                       memory_format=layout_of(x))
     red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN)
     pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp), LRN)
-    y3 = F.conv2d(red3, w3, b3, padding=1)
-    y5 = F.conv2d(red5, w5, b5, padding=2)
-    ops.lrn_relu_concat([y3, y5], *LRN, out=out.narrow(1, c1, c3 + c5))
+    fold = backends.fold_bias(x)  # the 3×3 / 5×5 biases added by the LRN op, not by cuDNN
+    y3 = F.conv2d(red3, w3, None if fold else b3, padding=1)
+    y5 = F.conv2d(red5, w5, None if fold else b5, padding=2)
+    ops.lrn_relu_concat([y3, y5], *LRN, bias=[b3, b5] if fold else None,
+                        out=out.narrow(1, c1, c3 + c5))
     return out
 
 

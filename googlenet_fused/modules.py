@@ -116,14 +116,25 @@ class FusedInception(Inception):
             # oneDNN's convolutions (and the extension's pooling and LRN) are fastest here.
             x = x.contiguous(memory_format=torch.channels_last)
         c1, c3r = self.case1[0].out_channels, self.case2[0].out_channels
-        z = F.conv2d(x, w_red, b_red)
-        red3 = ops.lrn_relu(z.narrow(1, c1, c3r), *LRN)
-        red5 = ops.lrn_relu(z.narrow(1, c1 + c3r, z.shape[1] - c1 - c3r), *LRN)
-        y3 = F.conv2d(red3, conv3.weight, conv3.bias, padding=1)
-        y5 = F.conv2d(red5, conv5.weight, conv5.bias, padding=2)
-        yp = F.conv2d(ops.max_pool3x3(x), proj.weight, proj.bias)
+        c5r = w_red.shape[0] - c1 - c3r
+        fold = backends.fold_bias(x)  # biases added by the LRN ops instead of the convolutions
+
+        def conv(inp, weight, bias, padding=0):
+            return F.conv2d(inp, weight, None if fold else bias, padding=padding)
+
+        def lrn_bias(*biases):
+            return list(biases) if fold else None
+
+        b1, b3r, b5r = b_red.split([c1, c3r, c5r])
+        z = conv(x, w_red, b_red)
+        red3 = ops.lrn_relu_concat([z.narrow(1, c1, c3r)], *LRN, bias=lrn_bias(b3r))
+        red5 = ops.lrn_relu_concat([z.narrow(1, c1 + c3r, c5r)], *LRN, bias=lrn_bias(b5r))
+        y3 = conv(red3, conv3.weight, conv3.bias, padding=1)
+        y5 = conv(red5, conv5.weight, conv5.bias, padding=2)
+        yp = conv(ops.max_pool3x3(x), proj.weight, proj.bias)
         # The concat is free: the op writes each branch into its slice of one new tensor.
-        return ops.lrn_relu_concat([z.narrow(1, 0, c1), y3, y5, yp], *LRN)
+        return ops.lrn_relu_concat([z.narrow(1, 0, c1), y3, y5, yp], *LRN,
+                                   bias=lrn_bias(b1, conv3.bias, conv5.bias, proj.bias))
 
 
 class FusedLocalResponseNorm(nn.LocalResponseNorm):

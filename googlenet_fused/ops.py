@@ -49,11 +49,13 @@ def _output_layout(first: torch.Tensor) -> torch.memory_format:
 
 def lrn_relu_concat(branches, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
                     beta: float = LRN_BETA, k: float = LRN_K, *, relu: bool = True,
-                    out: torch.Tensor | None = None):
+                    bias=None, out: torch.Tensor | None = None):
     """relu(local_response_norm(b)) of each branch ``b`` [N, C_i, H, W], concatenated on channels.
 
     One pass over memory; the LRN window stays inside each branch. ``relu=False`` leaves the
-    ReLU out (plain LocalResponseNorm, signed values kept). With ``out`` (shape
+    ReLU out (plain LocalResponseNorm, signed values kept). ``bias`` (one [C_i] tensor per
+    branch) is added to each branch first, so the convolution before it can run without its
+    bias (on CUDA that saves cuDNN's separate bias pass); gradients flow to it. With ``out`` (shape
     [N, sum C_i, H, W], may be a channel slice of a bigger tensor) the result is written there
     and ``out`` is returned; ``out`` does not support autograd. Without it, a new tensor is
     returned (channels_last when the first branch is) and gradients flow to every branch.
@@ -62,16 +64,21 @@ def lrn_relu_concat(branches, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
     branches = list(branches)
     if not branches:  # the dispatcher cannot even route an empty list to a device
         raise ValueError("lrn_relu_concat: expected at least one branch, got an empty list")
+    bias = None if bias is None else list(bias)
     if out is None:
-        return torch.ops.googlenet_fused.lrn_relu_concat(branches, size, alpha, beta, k, relu)
-    torch.ops.googlenet_fused.lrn_relu_concat_into(out, branches, size, alpha, beta, k, relu)
+        return torch.ops.googlenet_fused.lrn_relu_concat(branches, size, alpha, beta, k, relu,
+                                                         bias)
+    torch.ops.googlenet_fused.lrn_relu_concat_into(out, branches, size, alpha, beta, k, relu, bias)
     return out
 
 
 def lrn_relu(x: torch.Tensor, size: int = LRN_SIZE, alpha: float = LRN_ALPHA,
-             beta: float = LRN_BETA, k: float = LRN_K, *, out: torch.Tensor | None = None):
-    """relu(local_response_norm(x)) of one tensor, fused (``out`` as in :func:`lrn_relu_concat`)."""
-    return lrn_relu_concat([x], size, alpha, beta, k, out=out)
+             beta: float = LRN_BETA, k: float = LRN_K, *, bias: torch.Tensor | None = None,
+             out: torch.Tensor | None = None):
+    """relu(local_response_norm(x + bias)) of one tensor, fused (``bias`` [C] optional; ``out``
+    as in :func:`lrn_relu_concat`)."""
+    return lrn_relu_concat([x], size, alpha, beta, k, bias=None if bias is None else [bias],
+                           out=out)
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
@@ -96,7 +103,7 @@ if EXTENSION_ERROR is None:
 
     @torch.library.register_fake("googlenet_fused::lrn_relu_concat")
     def _lrn_relu_concat_fake(branches, size=LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K,
-                              relu=True):
+                              relu=True, bias=None):
         torch._check(len(branches) > 0, lambda: "lrn_relu_concat: expected at least one branch")
         first = branches[0]
         channels = sum(b.shape[1] for b in branches)
@@ -105,27 +112,38 @@ if EXTENSION_ERROR is None:
 
     @torch.library.register_fake("googlenet_fused::lrn_relu_concat_into")
     def _lrn_relu_concat_into_fake(output, branches, size=LRN_SIZE, alpha=LRN_ALPHA,
-                                   beta=LRN_BETA, k=LRN_K, relu=True):
+                                   beta=LRN_BETA, k=LRN_K, relu=True, bias=None):
         return None
 
     def _setup_context(ctx, inputs, output):
         # Arguments left at their defaults may be absent from `inputs`.
         branches, *args = inputs
-        *ctx.lrn, ctx.relu = tuple(args) + (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, True)[len(args):]
+        defaults = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, True, None)
+        *ctx.lrn, ctx.relu, bias = tuple(args) + defaults[len(args):]
         ctx.channels = [b.shape[1] for b in branches]
-        ctx.save_for_backward(*branches, output)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(*branches, *(bias or ()), output)
 
     def _backward(ctx, grad_out):
-        *branches, output = ctx.saved_tensors
-        grads, offset = [], 0
-        for branch, channels in zip(branches, ctx.channels):
-            y = output.narrow(1, offset, channels)
-            grads.append(lrn_relu_backward(grad_out.narrow(1, offset, channels), branch, y,
-                                           *ctx.lrn, relu=ctx.relu))
+        *saved, output = ctx.saved_tensors
+        n = len(ctx.channels)
+        branches, biases = saved[:n], saved[n:] if ctx.has_bias else [None] * n
+        grads, bias_grads, offset = [], [], 0
+        for branch, bias, channels in zip(branches, biases, ctx.channels):
+            a = branch if bias is None else branch + bias.view(1, -1, 1, 1)
+            grad = lrn_relu_backward(grad_out.narrow(1, offset, channels), a,
+                                     output.narrow(1, offset, channels), *ctx.lrn, relu=ctx.relu)
+            grads.append(grad)
+            if bias is not None:  # summed in fp32 at least
+                acc = torch.promote_types(grad.dtype, torch.float32)
+                bias_grads.append(grad.sum((0, 2, 3), dtype=acc).to(bias.dtype))
             offset += channels
         # One gradient per argument actually passed: the dispatcher drops trailing arguments
         # equal to their schema defaults, and torch 2.11 refuses any other count.
-        return (grads,) + (None,) * (len(ctx.needs_input_grad) - 1)
+        extra = [None] * (len(ctx.needs_input_grad) - 1)
+        if ctx.has_bias:
+            extra[-1] = bias_grads
+        return (grads, *extra)
 
     torch.library.register_autograd("googlenet_fused::lrn_relu_concat", _backward,
                                     setup_context=_setup_context)

@@ -14,13 +14,13 @@ LRN = (5, 1e-3, 0.75, 2.0)
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
-def emulated(branches, lrn=LRN, relu=True, out=None):
+def emulated(branches, lrn=LRN, relu=True, out=None, bias=None):
     if out is None:
         first = branches[0]
         out = first.new_empty(first.shape[0], sum(b.shape[1] for b in branches),
                               *first.shape[2:]).contiguous(
             memory_format=ops._output_layout(first))
-    torch.ops.googlenet_fused._lrn_relu_concat_cuda_emulated_into(out, branches, *lrn, relu)
+    torch.ops.googlenet_fused._lrn_relu_concat_cuda_emulated_into(out, branches, *lrn, relu, bias)
     return out
 
 
@@ -59,6 +59,24 @@ def test_emulated_launch_matches_reference(dtype, layout, channels, n, hw):
 @pytest.mark.parametrize("relu", [True, False])
 def test_emulated_other_windows_and_plain_lrn(lrn, layout, relu):
     check(make([(2, 16, 3, 4), (2, 5, 3, 4)], layout=layout), lrn, relu)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("lrn", [LRN, (3, 0.5, 0.5, 1.0)])
+def test_emulated_bias(dtype, layout, lrn):
+    branches = make([(2, 16, 3, 5), (2, 7, 3, 5)], dtype, layout)
+    wide = torch.randn(40).to(dtype)
+    biases = [wide[:16], wide[17:24]]  # the second one misaligned: scalar bias loads
+    got = emulated(branches, lrn, bias=biases)
+    ref = reference([b.double() + c.double().view(1, -1, 1, 1) for b, c in zip(branches, biases)],
+                    *lrn)
+    lowp = None
+    if dtype in (torch.float16, torch.bfloat16):
+        lowp = plain_lowp(lambda ts, *a: reference(
+            [ts[0] + ts[2].view(1, -1, 1, 1), ts[1] + ts[3].view(1, -1, 1, 1)], *a),
+            branches + biases, *lrn)
+    assert_matches(got, ref, lowp, what=f"emulated bias {dtype} {layout}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -74,6 +74,39 @@ def test_single_branch_lrn_relu():
     torch.testing.assert_close(out, reference([x]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("relu", [True, False])
+def test_bias_added_before_the_lrn(dtype, layout, relu):
+    branches = make([(3, 7, 5, 4), (3, 16, 5, 4), (3, 1, 5, 4)], dtype, layout)
+    biases = [torch.randn(b.shape[1]).to(dtype) for b in branches]
+
+    def expected(bs, bias, *lrn):
+        act = F.relu if relu else (lambda t: t)
+        return torch.cat([act(F.local_response_norm(b + c.view(1, -1, 1, 1), *lrn))
+                          for b, c in zip(bs, bias)], 1)
+
+    got = ops.lrn_relu_concat(branches, *LRN, relu=relu, bias=biases)
+    lowp = None
+    if dtype in (torch.float16, torch.bfloat16):
+        lowp = plain_lowp(lambda ts, *a: expected(ts[:3], ts[3:], *a), branches + biases, *LRN)
+    assert_matches(got, expected([b.double() for b in branches], [c.double() for c in biases],
+                                 *LRN), lowp, what=f"bias {dtype} {layout}")
+    big = torch.zeros(3, 30, 5, 4, dtype=dtype)
+    ops.lrn_relu_concat(branches, *LRN, relu=relu, bias=biases, out=big[:, 3:27])
+    torch.testing.assert_close(big[:, 3:27], got)
+
+
+def test_bias_errors():
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
+    with pytest.raises(RuntimeError, match=r"one bias per branch \(2\), got 1"):
+        ops.lrn_relu_concat([a, b], bias=[torch.zeros(3)])
+    with pytest.raises(RuntimeError, match=r"bias 1 must have shape \[5\].*\[2, 5, 4, 4\].*\[4\]"):
+        ops.lrn_relu_concat([a, b], bias=[torch.zeros(3), torch.zeros(4)])
+    with pytest.raises(RuntimeError, match="bias 0 is Double"):
+        ops.lrn_relu_concat([a], bias=[torch.zeros(3, dtype=torch.float64)])
+
+
 def plain_lrn(branches, size=5, alpha=1e-3, beta=0.75, k=2.0):
     return torch.cat([F.local_response_norm(b, size, alpha, beta, k) for b in branches], 1)
 
@@ -170,6 +203,12 @@ def test_gradcheck(layout):
     assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs, 3, 0.5, 1.3, 0.7),
                                     branches)
     assert torch.autograd.gradcheck(lambda *bs: ops.lrn_relu_concat(bs, relu=False), branches)
+    biases = [torch.randn(b.shape[1], dtype=torch.float64, requires_grad=True) for b in branches]
+    assert torch.autograd.gradcheck(lambda *t: ops.lrn_relu_concat(t[:3], bias=t[3:]),
+                                    (*branches, *biases))
+    assert torch.autograd.gradcheck(
+        lambda *t: ops.lrn_relu_concat(t[:3], 3, 0.5, 1.3, 0.7, relu=False, bias=t[3:]),
+        (*branches, *biases))
     assert torch.autograd.gradcheck(
         lambda *bs: ops.lrn_relu_concat(bs, 3, 0.5, 1.3, 0.7, relu=False), branches)
 
@@ -194,6 +233,10 @@ def test_opcheck():
     out = torch.empty(2, 9, 3, 3)[:, 1:7]
     torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat_into, (out, *args))
     torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat, (*args, False))
+    biases = [torch.randn(1), torch.randn(5)]
+    torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat, (*args, True, biases))
+    torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat_into,
+                          (out, *args, True, biases))
     torch.library.opcheck(torch.ops.googlenet_fused.lrn_relu_concat_into, (out, *args, False))
 
 

@@ -294,6 +294,25 @@ def test_fused_googlenet_gradients_match():
 
 
 @pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
+def test_biases_folded_into_the_lrn_op(backend, monkeypatch):
+    # The CUDA policy (convolutions without bias, the LRN op adds it), run here on CPU.
+    monkeypatch.setattr(backends, "fold_bias", lambda x: True)
+    config = ODD_CONFIGS[1]
+    dtype = torch.float32 if backend == "triton" else torch.float64
+    ref, fused = pair(config, backend, dtype)
+    for conv in ref.modules():  # large biases, so that a lost one shows
+        if isinstance(conv, nn.Conv2d):
+            nn.init.uniform_(conv.bias, -1, 1)
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, config[0], 4, 3, dtype=dtype)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    for g_fused, g_ref in zip(_grads(fused, x), _grads(ref, x)):
+        torch.testing.assert_close(g_fused, g_ref, **tol)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x), **tol)
+
+
+@pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
 def test_sgd_steps_stay_together(backend):
     config = ODD_CONFIGS[0]
     ref = Inception(*config)
