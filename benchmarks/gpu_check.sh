@@ -181,7 +181,8 @@ if wants bench; then
   [ -s "$out/left_out.txt" ] && note "benchmark groups left out: $(cut -d: -f1 "$out/left_out.txt" | paste -sd, -)"
 fi
 
-step "6 report (from whatever benchmark JSON exists)"
+step "6 report (from whatever benchmark JSON exists) and the roofline model"
+"$py" benchmarks/roofline.py --out "$out" > /dev/null || status=1
 shopt -s nullglob
 jsons=("$out"/bench_*.json)
 if [ ${#jsons[@]} -gt 0 ]; then

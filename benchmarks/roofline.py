@@ -1,0 +1,277 @@
+"""Roofline model of GoogLeNet's inception modules on the H200: FLOPs and HBM bytes of every
+kernel each implementation launches, turned into time estimates before anything is measured.
+
+    python benchmarks/roofline.py [--batches 32,256] [--dtype bf16] [--out DIR]
+
+Three implementations per module:
+- ``eager``: the reference in PyTorch eager: six cuDNN convolutions each followed by its own bias
+  pass, F.local_response_norm as seven elementwise / pooling passes, ReLU, the pool branch's max
+  pool, and torch.cat.
+- ``fused``: this project's triton backend as the code stands (kernels/conv1x1_lrn_relu.py,
+  csrc/): the reductions GEMM and the pool GEMM with their real waste (per-image row tiles padded
+  to BLOCK_M, column tiles overlapping by the LRN halo, the band product for the window sums, x
+  re-read from HBM once per column tile when it does not fit in L2), the 3×3 / 5×5 convolutions
+  (biases folded into the LRN op), and the extension's LRN + ReLU + concat. The GEMMs take the
+  best of their autotune configs, as autotuning would.
+- ``ideal``: one kernel per module that reads x and the weights once, writes the output once,
+  keeps every intermediate on chip and does exactly the convolutions' FLOPs.
+
+A kernel's time is max(FLOPs / peak, bytes / bandwidth) plus a fixed launch-and-tail cost;
+kernels of one module run one after another. Ceilings: 790 TFLOP/s dense bf16/fp16 (half for
+fp32 as TF32), 4.3 TB/s (both measured on this project's H200), 60 MB of L2. The last line reads
+"nine modules, batch 256, bf16: fused/ideal = X.XX".
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa: E402
+
+PEAK_FLOPS = {"bf16": 790e12, "fp16": 790e12, "fp32": 395e12}
+HBM_BYTES_PER_S = 4.3e12
+L2_BYTES = 60e6
+LAUNCH_S = 2e-6  # launch + tail of one kernel in a stream of kernels (an estimate)
+ITEM = {"bf16": 2, "fp16": 2, "fp32": 4}
+LRN_HALO = 4  # size 5: two channels each side
+# Autotune candidates of the reductions / pool GEMMs (BLOCK_M, BLOCK_N), kernels/conv1x1_lrn_relu.py
+GEMM_TILES = [(64, 64), (128, 64), (128, 128)]
+# Passes of F.local_response_norm + ReLU over a tensor T: mul, pad, avg_pool3d, mul, add, pow
+# (one read and one write each), div (two reads, one write), relu (one read, one write).
+LRN_RELU_EAGER_READS, LRN_RELU_EAGER_WRITES, LRN_RELU_EAGER_LAUNCHES = 9, 8, 8
+
+
+@dataclass
+class Kernel:
+    name: str
+    flops: float
+    bytes: float
+    launches: int = 1
+    half_rate_flops: float = 0.0  # FLOPs that run at half the peak (fp32 operands as TF32)
+
+    def seconds(self, dtype: str) -> float:
+        peak = PEAK_FLOPS[dtype]
+        compute = self.flops / peak + self.half_rate_flops / (peak / 2)
+        return max(compute, self.bytes / HBM_BYTES_PER_S) + self.launches * LAUNCH_S
+
+
+def _conv_flops(pixels, cin, cout, k):
+    return 2.0 * pixels * cin * cout * k * k
+
+
+def gemm_1x1(name, n, s, cin, cout, item, dtype):
+    """The Triton 1×1 GEMM + LRN + ReLU with its real tiling, at the best autotune config."""
+    best = None
+    x_bytes = n * s * s * cin * item
+    for bm, bn in GEMM_TILES:
+        col_tiles = math.ceil(cout / (bn - LRN_HALO))
+        rows = n * math.ceil(s * s / bm) * bm  # row tiles stop at each image's end
+        x_reads = col_tiles if x_bytes > L2_BYTES else 1  # pid_m runs fastest
+        k = Kernel(name,
+                   flops=2.0 * rows * cin * col_tiles * bn,
+                   half_rate_flops=2.0 * rows * bn * bn * col_tiles,  # (u²) @ band in fp32
+                   bytes=x_reads * x_bytes + cout * cin * item + n * s * s * cout * item)
+        if best is None or k.seconds(dtype) < best.seconds(dtype):
+            best = k
+    return best
+
+
+def fused_module(cfg, n, s, dtype):
+    cin, c1, c3r, c3, c5r, c5, cp = cfg
+    item, px = ITEM[dtype], n * s * s
+    return [
+        gemm_1x1("reductions GEMM (triton)", n, s, cin, c1 + c3r + c5r, item, dtype),
+        gemm_1x1("pool GEMM (triton)", n, s, cin, cp, item, dtype),
+        Kernel("conv3x3 (cuDNN, no bias)", _conv_flops(px, c3r, c3, 3),
+               px * (c3r + c3) * item + 9 * c3r * c3 * item),
+        Kernel("conv5x5 (cuDNN, no bias)", _conv_flops(px, c5r, c5, 5),
+               px * (c5r + c5) * item + 25 * c5r * c5 * item),
+        Kernel("lrn_relu_concat (extension)", 0.0, 2 * px * (c3 + c5) * item),
+    ]
+
+
+def eager_module(cfg, n, s, dtype):
+    cin, c1, c3r, c3, c5r, c5, cp = cfg
+    item, px = ITEM[dtype], n * s * s
+    kernels = []
+
+    def conv_bias_lrn_relu(label, cin_, cout, k):
+        t = px * cout * item
+        kernels.append(Kernel(f"conv{k}x{k} {label}", _conv_flops(px, cin_, cout, k),
+                              px * cin_ * item + t + k * k * cin_ * cout * item))
+        kernels.append(Kernel(f"bias {label}", 0.0, 2 * t))
+        kernels.append(Kernel(f"LRN + ReLU {label}", 0.0,
+                              (LRN_RELU_EAGER_READS + LRN_RELU_EAGER_WRITES) * t,
+                              launches=LRN_RELU_EAGER_LAUNCHES))
+
+    conv_bias_lrn_relu("branch 1", cin, c1, 1)
+    conv_bias_lrn_relu("3x3 reduction", cin, c3r, 1)
+    conv_bias_lrn_relu("5x5 reduction", cin, c5r, 1)
+    conv_bias_lrn_relu("3x3", c3r, c3, 3)
+    conv_bias_lrn_relu("5x5", c5r, c5, 5)
+    kernels.append(Kernel("max pool", 0.0, 2 * px * cin * item))
+    conv_bias_lrn_relu("pool projection", cin, cp, 1)
+    kernels.append(Kernel("cat", 0.0, 2 * px * (c1 + c3 + c5 + cp) * item))
+    return kernels
+
+
+def ideal_module(cfg, n, s, dtype):
+    cin, c1, c3r, c3, c5r, c5, cp = cfg
+    item, px = ITEM[dtype], n * s * s
+    flops = (_conv_flops(px, cin, c1 + c3r + c5r + cp, 1) + _conv_flops(px, c3r, c3, 3)
+             + _conv_flops(px, c5r, c5, 5))
+    weights = cin * (c1 + c3r + c5r + cp) + 9 * c3r * c3 + 25 * c5r * c5
+    return [Kernel("one fused kernel", flops,
+                   px * (cin + c1 + c3 + c5 + cp) * item + weights * item)]
+
+
+IMPLEMENTATIONS = {"eager": eager_module, "fused": fused_module, "ideal": ideal_module}
+
+
+def around_modules(n, dtype, implementation):
+    """The network outside its inception modules at 224×224: the stem (conv 7×7/2, ReLU, max
+    pool, LRN, conv 1×1, ReLU, conv 3×3, ReLU, LRN, max pool), the two max pools between stages
+    and the head (average pool, linear). ``fused`` is FusedGoogLeNet today: cuDNN convolutions
+    with their bias passes, ReLUs in place (still a read and a write), each LRN one pass of the
+    extension. ``ideal`` fuses bias + ReLU into each convolution and each LRN with its max pool."""
+    item = ITEM[dtype]
+    t1 = n * 112 * 112 * 64 * item          # conv 7×7 output
+    t2 = n * 56 * 56 * 64 * item            # after the first max pool
+    t3 = n * 56 * 56 * 192 * item           # conv 3×3 output
+    flops = (_conv_flops(n * 112 * 112, 3, 64, 7) + _conv_flops(n * 56 * 56, 64, 64, 1)
+             + _conv_flops(n * 56 * 56, 64, 192, 3))
+    image = n * 224 * 224 * 3 * item
+    convs = [Kernel("stem conv7x7", _conv_flops(n * 112 * 112, 3, 64, 7), image + t1),
+             Kernel("stem conv1x1", _conv_flops(n * 56 * 56, 64, 64, 1), 2 * t2),
+             Kernel("stem conv3x3", _conv_flops(n * 56 * 56, 64, 192, 3), t2 + t3)]
+    pools = [Kernel("stem max pool 1", 0.0, t1 + t2), Kernel("stem max pool 2", 0.0, t3 + t3 / 4),
+             Kernel("max pool after 3b", 0.0, n * 28 * 28 * 480 * item * 1.25),
+             Kernel("max pool after 4e", 0.0, n * 14 * 14 * 832 * item * 1.25),
+             Kernel("average pool + linear", 2.0 * n * 1024 * 1000,
+                    n * 7 * 7 * 1024 * item + 1024 * 1000 * item)]
+    if implementation == "ideal":
+        return [Kernel("stem conv7x7 + bias + ReLU + max pool + LRN", convs[0].flops,
+                       image + t2),
+                Kernel("stem conv1x1 + bias + ReLU", convs[1].flops, 2 * t2),
+                Kernel("stem conv3x3 + bias + ReLU + LRN + max pool", convs[2].flops,
+                       t2 + t3 / 4), *pools[2:]]
+    kernels = convs + pools
+    for t, label in ((t1, "7x7"), (t2, "1x1"), (t3, "3x3")):
+        kernels += [Kernel(f"stem bias {label}", 0.0, 2 * t), Kernel(f"stem ReLU {label}", 0.0, 2 * t)]
+    for t, label in ((t2, "1"), (t3, "2")):
+        if implementation == "eager":  # LRN alone: the seven passes, no ReLU
+            kernels.append(Kernel(f"stem LRN {label}", 0.0, 15 * t, launches=7))
+        else:
+            kernels.append(Kernel(f"stem LRN {label} (extension)", 0.0, 2 * t))
+    assert abs(sum(k.flops for k in convs) - flops) < 1
+    return kernels
+
+
+def network_estimate(n, dtype, implementation):
+    """(FLOPs, bytes, seconds) of the whole network: around_modules + the nine modules."""
+    kernels = around_modules(n, dtype, implementation)
+    flops = sum(k.flops for k in kernels)
+    nbytes = sum(k.bytes for k in kernels)
+    seconds = sum(k.seconds(dtype) for k in kernels)
+    for name in INCEPTION_CONFIGS:
+        f, b, t, _ = estimate(name, n, dtype, implementation)
+        flops, nbytes, seconds = flops + f, nbytes + b, seconds + t
+    return flops, nbytes, seconds
+
+
+def estimate(name, n, dtype, implementation):
+    """(FLOPs, bytes, seconds, launches) of one module."""
+    kernels = IMPLEMENTATIONS[implementation](INCEPTION_CONFIGS[name], n, SPATIAL_AT_224[name],
+                                              dtype)
+    return (sum(k.flops + k.half_rate_flops for k in kernels), sum(k.bytes for k in kernels),
+            sum(k.seconds(dtype) for k in kernels), sum(k.launches for k in kernels))
+
+
+def module_table(batches, dtype):
+    lines = [f"## Inception modules and the network, {dtype}: roofline estimates on the H200", "",
+             "| module | batch | GFLOP (fused) | MB eager | MB fused | MB ideal | µs eager "
+             "| µs fused | µs ideal | fused / ideal | eager / fused |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    totals = {}
+    for n in batches:
+        sums = dict(eager=0.0, fused=0.0, ideal=0.0)
+        for name in INCEPTION_CONFIGS:
+            e, f, i = (estimate(name, n, dtype, impl) for impl in ("eager", "fused", "ideal"))
+            for impl, est in zip(sums, (e, f, i)):
+                sums[impl] += est[2]
+            lines.append(f"| {name} | {n} | {f[0] / 1e9:.1f} | {e[1] / 1e6:.1f} | "
+                         f"{f[1] / 1e6:.1f} | {i[1] / 1e6:.1f} | {1e6 * e[2]:.1f} | "
+                         f"{1e6 * f[2]:.1f} | {1e6 * i[2]:.1f} | {f[2] / i[2]:.2f} | "
+                         f"{e[2] / f[2]:.2f} |")
+        lines.append(f"| **nine** | {n} | | | | | {1e6 * sums['eager']:.1f} | "
+                     f"{1e6 * sums['fused']:.1f} | {1e6 * sums['ideal']:.1f} | "
+                     f"**{sums['fused'] / sums['ideal']:.2f}** | "
+                     f"{sums['eager'] / sums['fused']:.2f} |")
+        totals[n] = sums
+    for n in batches:
+        e, f, i = (network_estimate(n, dtype, impl) for impl in ("eager", "fused", "ideal"))
+        around = {impl: sum(k.seconds(dtype) for k in around_modules(n, dtype, impl))
+                  for impl in ("eager", "fused", "ideal")}
+        lines.append(f"| network | {n} | {f[0] / 1e9:.1f} | {e[1] / 1e6:.1f} | {f[1] / 1e6:.1f} "
+                     f"| {i[1] / 1e6:.1f} | {1e6 * e[2]:.1f} | {1e6 * f[2]:.1f} | "
+                     f"{1e6 * i[2]:.1f} | {f[2] / i[2]:.2f} | {e[2] / f[2]:.2f} |")
+        lines.append(f"| (stem, pools, head) | {n} | | | | | {1e6 * around['eager']:.1f} | "
+                     f"{1e6 * around['fused']:.1f} | {1e6 * around['ideal']:.1f} | "
+                     f"{around['fused'] / around['ideal']:.2f} | "
+                     f"{around['eager'] / around['fused']:.2f} |")
+    return lines, totals
+
+
+def kernel_table(n, dtype):
+    """Each fused kernel summed over the nine modules: where the fused time goes."""
+    rows = {}
+    for name in INCEPTION_CONFIGS:
+        for k in fused_module(INCEPTION_CONFIGS[name], n, SPATIAL_AT_224[name], dtype):
+            r = rows.setdefault(k.name, [0.0, 0.0, 0.0])
+            r[0] += k.flops + k.half_rate_flops
+            r[1] += k.bytes
+            r[2] += k.seconds(dtype)
+    total = sum(r[2] for r in rows.values())
+    lines = [f"## Fused kernels over the nine modules, batch {n}, {dtype}", "",
+             "| kernel | GFLOP | MB | µs | share | bound |", "|---|---|---|---|---|---|"]
+    for name, (flops, nbytes, seconds) in rows.items():
+        bound = "compute" if flops / PEAK_FLOPS[dtype] > nbytes / HBM_BYTES_PER_S else "memory"
+        lines.append(f"| {name} | {flops / 1e9:.1f} | {nbytes / 1e6:.1f} | {1e6 * seconds:.1f} "
+                     f"| {100 * seconds / total:.0f}% | {bound} |")
+    return lines
+
+
+def report(batches=(32, 256), dtype="bf16") -> str:
+    lines = ["# Roofline model (benchmarks/roofline.py)", "",
+             f"Ceilings: {PEAK_FLOPS[dtype] / 1e12:.0f} TFLOP/s {dtype}, "
+             f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s HBM, {L2_BYTES / 1e6:.0f} MB L2, "
+             f"{LAUNCH_S * 1e6:.0f} µs per launch; a module's kernels run one after another.", ""]
+    table, totals = module_table(batches, dtype)
+    lines += table + [""] + kernel_table(max(batches), dtype) + [""]
+    n = max(batches)
+    lines.append(f"nine modules, batch {n}, {dtype}: fused/ideal = "
+                 f"{totals[n]['fused'] / totals[n]['ideal']:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", default="32,256")
+    parser.add_argument("--dtype", choices=list(ITEM), default="bf16")
+    parser.add_argument("--out", help="folder to write roofline.md into")
+    args = parser.parse_args(argv)
+    text = report([int(b) for b in args.batches.split(",")], args.dtype)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "roofline.md"), "w") as f:
+            f.write(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
