@@ -418,3 +418,36 @@ def test_gpu_training_and_compile(backend):
                                        rtol=1e-4, atol=1e-4)
     finally:
         torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "native"])
+def test_gpu_network_under_cuda_graphs(backend):
+    # Small batches are launch-bound: the whole network replayed as one CUDA graph, after a
+    # warm-up that autotunes the Triton kernels and fills the weight caches.
+    net = FusedGoogLeNet((3, 224, 224), n_classes=1000, backend=backend).cuda().half().eval()
+    ref = GoogLeNet((3, 224, 224), n_classes=1000).cuda().eval()
+    ref.load_state_dict(net.state_dict())
+    static_x = torch.randn(8, 3, 224, 224, device="cuda").half()
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                net(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = net(static_x)
+        for _ in range(2):  # new data through the same graph
+            static_x.copy_(torch.randn_like(static_x))
+            graph.replay()
+            expected = ref(static_x.float())
+            assert_matches(static_out, expected.double(), expected.half(),
+                           what=f"CUDA graph {backend}")
+        torch._dynamo.reset()
+        compiled = torch.compile(net, mode="reduce-overhead")
+        for _ in range(3):
+            got = compiled(static_x)
+        assert_matches(got, ref(static_x.float()).double(), ref(static_x.float()).half(),
+                       what=f"reduce-overhead {backend}")
