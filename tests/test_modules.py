@@ -426,8 +426,14 @@ def test_gpu_network_under_cuda_graphs(backend):
     # Small batches are launch-bound: the whole network replayed as one CUDA graph, after a
     # warm-up that autotunes the Triton kernels and fills the weight caches.
     net = FusedGoogLeNet((3, 224, 224), n_classes=1000, backend=backend).cuda().half().eval()
-    ref = GoogLeNet((3, 224, 224), n_classes=1000).cuda().eval()
-    ref.load_state_dict(net.state_dict())
+    ref64 = GoogLeNet((3, 224, 224), n_classes=1000).cuda().double().eval()
+    ref16 = GoogLeNet((3, 224, 224), n_classes=1000).cuda().half().eval()
+    ref64.load_state_dict(net.state_dict())
+    ref16.load_state_dict(net.state_dict())
+
+    def check(got, x, what):
+        assert_matches(got, ref64(x.double()), ref16(x), what=f"{what} {backend}")
+
     static_x = torch.randn(8, 3, 224, 224, device="cuda").half()
     with torch.no_grad():
         side = torch.cuda.Stream()
@@ -442,12 +448,9 @@ def test_gpu_network_under_cuda_graphs(backend):
         for _ in range(2):  # new data through the same graph
             static_x.copy_(torch.randn_like(static_x))
             graph.replay()
-            expected = ref(static_x.float())
-            assert_matches(static_out, expected.double(), expected.half(),
-                           what=f"CUDA graph {backend}")
+            check(static_out, static_x, "CUDA graph")
         torch._dynamo.reset()
         compiled = torch.compile(net, mode="reduce-overhead")
         for _ in range(3):
             got = compiled(static_x)
-        assert_matches(got, ref(static_x.float()).double(), ref(static_x.float()).half(),
-                       what=f"reduce-overhead {backend}")
+        check(got, static_x, "reduce-overhead")
