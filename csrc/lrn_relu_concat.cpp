@@ -23,7 +23,6 @@
 #include <limits>
 
 namespace googlenet_fused {
-namespace {
 
 void check_lrn_args(const std::vector<at::Tensor>& branches, const LrnParams& p) {
   TORCH_CHECK(!branches.empty(), "lrn_relu_concat: expected at least one branch, got an empty list");
@@ -50,6 +49,8 @@ void check_lrn_args(const std::vector<at::Tensor>& branches, const LrnParams& p)
   TORCH_CHECK(first.device().is_cpu() || first.device().is_cuda(),
               "lrn_relu_concat: unsupported device ", first.device());
 }
+
+namespace {
 
 std::vector<int64_t> output_shape(const std::vector<at::Tensor>& branches) {
   int64_t channels = 0;
@@ -282,8 +283,6 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in,
   });
 }
 
-namespace {
-
 // The biases as the kernels take them: none, or one contiguous 1-D tensor per branch.
 std::vector<at::Tensor> check_biases(const std::vector<at::Tensor>& branches,
                                      const std::optional<at::TensorList>& bias) {
@@ -303,6 +302,8 @@ std::vector<at::Tensor> check_biases(const std::vector<at::Tensor>& branches,
   }
   return biases;
 }
+
+namespace {
 
 void run_kernel(const std::vector<at::Tensor>& branches, const std::vector<at::Tensor>& biases,
                 const at::Tensor& out, const LrnParams& p) {

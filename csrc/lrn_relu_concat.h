@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <vector>
 
 namespace googlenet_fused {
@@ -18,6 +19,13 @@ struct LrnParams {
   bool relu;  // relu(lrn(a)) when true, plain lrn(a) otherwise
 };
 
+// Argument checks shared by the forward and backward ops (lrn_relu_concat.cpp): the branches
+// agree in N, H, W, dtype and device; the biases, one [C_i] per branch or none, come back
+// contiguous.
+void check_lrn_args(const std::vector<at::Tensor>& branches, const LrnParams& p);
+std::vector<at::Tensor> check_biases(const std::vector<at::Tensor>& branches,
+                                     const std::optional<at::TensorList>& bias);
+
 void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches,
                                 const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                 const LrnParams& p);
@@ -27,7 +35,18 @@ void lrn_relu_concat_cuda_emulated(const std::vector<at::Tensor>& branches,
                                    const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                    const LrnParams& p);
 
+void lrn_relu_concat_backward_cuda_emulated(const at::Tensor& grad_out,
+                                            const std::vector<at::Tensor>& branches,
+                                            const std::vector<at::Tensor>& biases,
+                                            const std::vector<at::Tensor>& grads,
+                                            const LrnParams& p);
+
 #ifdef WITH_CUDA
+void lrn_relu_concat_backward_cuda_kernel(const at::Tensor& grad_out,
+                                          const std::vector<at::Tensor>& branches,
+                                          const std::vector<at::Tensor>& biases,
+                                          const std::vector<at::Tensor>& grads,
+                                          const LrnParams& p);
 void lrn_relu_concat_cuda_kernel(const std::vector<at::Tensor>& branches,
                                  const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                  const LrnParams& p);

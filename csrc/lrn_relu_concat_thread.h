@@ -79,9 +79,9 @@ struct Args {
 // d ** -beta in the accumulation type; beta = 0.75 (the network's) without pow.
 C10_HOST_DEVICE inline float pow_neg(float d, const Norm<float>& p) {
 #ifdef __CUDA_ARCH__
-  if (p.beta075) {
+  if (p.beta075) {  // d^-1/2 * (d^-1/2)^1/2, two fast reciprocal square roots
     const float r = rsqrtf(d);
-    return r * sqrtf(r);
+    return r * (r * rsqrtf(r));
   }
   return exp2f(-p.beta * log2f(d));
 #else

@@ -4,7 +4,8 @@
 slices in place: branch 1 and the reductions from one Triton GEMM, the pool branch from the
 pooling GEMM, the 3×3 / 5×5 convolutions by cuDNN, their LRN + ReLU by the extension straight
 into their slices. torch.compile and torch.export see one op (fake kernel below); training works
-through a registered backward formula that recomputes the cheap intermediates with ATen ops.
+through a registered backward formula that recomputes the intermediates (convolutions included)
+and runs the LRN + ReLU backward of all four branches as one extension op.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from . import backends, ops
-from .lrn import lrn_relu_backward
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
@@ -61,13 +61,13 @@ def _(x, w_red, b_red, w3, b3, w5, b5, wp, bp):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs, output)
+    ctx.save_for_backward(*inputs)
 
 
 def _backward(ctx, grad):
-    x, w_red, b_red, w3, b3, w5, b5, wp, bp, out = ctx.saved_tensors
+    x, w_red, b_red, w3, b3, w5, b5, wp, bp = ctx.saved_tensors
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
-    grad = grad.to(out.dtype)
+    grad = grad.to(x.dtype)
     # Recompute the pre-activations (cheap next to the convolutions' backward).
     z = F.conv2d(x, w_red, b_red)
     u1, u3r, u5r = z.split([c1, c3r, c5r], 1)
@@ -76,17 +76,13 @@ def _backward(ctx, grad):
     u5 = F.conv2d(red5, w5, b5, padding=2)
     pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
     up = F.conv2d(pooled, wp, bp)
-    y1, y3, y5, yp = out.split([c1, c3, c5, cp], 1)
-    g1, g3, g5, gp = grad.split([c1, c3, c5, cp], 1)
 
-    gu1 = lrn_relu_backward(g1, u1, y1, *LRN)
-    gu3 = lrn_relu_backward(g3, u3, y3, *LRN)
-    gu5 = lrn_relu_backward(g5, u5, y5, *LRN)
-    gup = lrn_relu_backward(gp, up, yp, *LRN)
+    lrn_backward = torch.ops.googlenet_fused.lrn_relu_concat_backward
+    gu1, gu3, gu5, gup = lrn_backward(grad, [u1, u3, u5, up], *LRN, True)
     gw3 = conv2d_weight(red3, w3.shape, gu3, padding=1)
     gw5 = conv2d_weight(red5, w5.shape, gu5, padding=2)
-    gu3r = lrn_relu_backward(conv2d_input(red3.shape, w3, gu3, padding=1), u3r, red3, *LRN)
-    gu5r = lrn_relu_backward(conv2d_input(red5.shape, w5, gu5, padding=2), u5r, red5, *LRN)
+    (gu3r,) = lrn_backward(conv2d_input(red3.shape, w3, gu3, padding=1), [u3r], *LRN, True)
+    (gu5r,) = lrn_backward(conv2d_input(red5.shape, w5, gu5, padding=2), [u5r], *LRN, True)
     gz = torch.cat([gu1, gu3r, gu5r], 1)
     gpooled = conv2d_input(pooled.shape, wp, gup)
     gx = conv2d_input(x.shape, w_red, gz) + torch.ops.aten.max_pool2d_with_indices_backward(

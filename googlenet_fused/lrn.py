@@ -1,5 +1,6 @@
-"""LocalResponseNorm + ReLU in plain PyTorch: the window sums, and the backward formula that the
-fused ops (extension and Triton) register for autograd.
+"""LocalResponseNorm + ReLU in plain PyTorch: the window sums and the backward formula, written
+as ATen ops. The extension's lrn_relu_concat_backward computes the same in one pass; this is its
+reference in the tests and its baseline in the benchmarks.
 
 Forward, per branch ``a`` of shape [N, C, H, W] (PyTorch's formula, window clipped to the branch):
     d_c = k + alpha/size * sum_{j = c - size//2}^{c + (size-1)//2} a_j^2

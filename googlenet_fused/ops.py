@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .lrn import lrn_relu_backward
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 try:
@@ -115,34 +114,33 @@ if EXTENSION_ERROR is None:
                                    beta=LRN_BETA, k=LRN_K, relu=True, bias=None):
         return None
 
+    @torch.library.register_fake("googlenet_fused::lrn_relu_concat_backward")
+    def _lrn_relu_concat_backward_fake(grad_out, branches, size, alpha, beta, k, relu,
+                                       bias=None):
+        return [b.new_empty(b.shape).contiguous(memory_format=_output_layout(b))
+                for b in branches]
+
     def _setup_context(ctx, inputs, output):
-        # Arguments left at their defaults may be absent from `inputs`.
+        # Arguments left at their defaults may be absent from `inputs`. Only the branches (and
+        # biases) are saved: the backward op recomputes the window sums and the output's sign.
         branches, *args = inputs
         defaults = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, True, None)
         *ctx.lrn, ctx.relu, bias = tuple(args) + defaults[len(args):]
-        ctx.channels = [b.shape[1] for b in branches]
+        ctx.n_branches = len(branches)
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(*branches, *(bias or ()), output)
+        ctx.save_for_backward(*branches, *(bias or ()))
 
     def _backward(ctx, grad_out):
-        *saved, output = ctx.saved_tensors
-        n = len(ctx.channels)
-        branches, biases = saved[:n], saved[n:] if ctx.has_bias else [None] * n
-        grads, bias_grads, offset = [], [], 0
-        for branch, bias, channels in zip(branches, biases, ctx.channels):
-            a = branch if bias is None else branch + bias.view(1, -1, 1, 1)
-            grad = lrn_relu_backward(grad_out.narrow(1, offset, channels), a,
-                                     output.narrow(1, offset, channels), *ctx.lrn, relu=ctx.relu)
-            grads.append(grad)
-            if bias is not None:  # summed in fp32 at least
-                acc = torch.promote_types(grad.dtype, torch.float32)
-                bias_grads.append(grad.sum((0, 2, 3), dtype=acc).to(bias.dtype))
-            offset += channels
+        saved = ctx.saved_tensors
+        branches, biases = list(saved[:ctx.n_branches]), list(saved[ctx.n_branches:]) or None
+        grads = torch.ops.googlenet_fused.lrn_relu_concat_backward(
+            grad_out, branches, *ctx.lrn, ctx.relu, biases)
         # One gradient per argument actually passed: the dispatcher drops trailing arguments
         # equal to their schema defaults, and torch 2.11 refuses any other count.
         extra = [None] * (len(ctx.needs_input_grad) - 1)
-        if ctx.has_bias:
-            extra[-1] = bias_grads
+        if ctx.has_bias:  # each bias's gradient: its branch's, summed in fp32 at least
+            extra[-1] = [g.sum((0, 2, 3), dtype=torch.promote_types(g.dtype, torch.float32))
+                         .to(b.dtype) for g, b in zip(grads, biases)]
         return (grads, *extra)
 
     torch.library.register_autograd("googlenet_fused::lrn_relu_concat", _backward,

@@ -56,3 +56,36 @@ def make_inputs(shape_list, dtype=torch.float32, layout="nchw", device="cpu", sc
             t = wide[..., ::2]
         out.append(t)
     return out
+
+
+LRN = (5, 1e-3, 0.75, 2.0)
+
+
+def backward_reference(grad_out, branches, lrn=LRN, relu=True, bias=None):
+    """The ATen formula of lrn.py, per branch, in float64."""
+    from googlenet_fused import ops
+    from googlenet_fused.lrn import lrn_relu_backward
+
+    grads, offset = [], 0
+    for i, b in enumerate(branches):
+        a = b.double() + (bias[i].double().view(1, -1, 1, 1) if bias else 0)
+        y = ops.lrn_relu_concat([a], *lrn, relu=relu)
+        g = grad_out.narrow(1, offset, b.shape[1]).double()
+        grads.append(lrn_relu_backward(g, a, y, *lrn, relu=relu))
+        offset += b.shape[1]
+    return grads
+
+
+def check_backward(op, grad_out, branches, lrn=LRN, relu=True, bias=None):
+    """``op`` (the extension's lrn_relu_concat_backward or its CUDA emulation) against the
+    ATen formula in float64, with the fp32 formula rounded to fp16/bf16 as the yardstick."""
+    got = op(grad_out, branches, *lrn, relu, bias)
+    expected = backward_reference(grad_out, branches, lrn, relu, bias)
+    for i, (g, e, b) in enumerate(zip(got, expected, branches)):
+        assert g.shape == b.shape and g.dtype == b.dtype
+        lowp = None
+        if b.dtype in (torch.float16, torch.bfloat16):  # plain PyTorch's formula in fp32, rounded
+            lowp = backward_reference(grad_out.float(), [b.float()], lrn, relu,
+                                      None if bias is None else [bias[i].float()])[0].to(b.dtype)
+        assert_matches(g, e, lowp, what=f"backward branch {i} {tuple(b.shape)} {b.dtype}")
+    return got

@@ -1,8 +1,9 @@
 """What the GPU compiler made of the extension's CUDA kernels, checked without a GPU.
 
-csrc/*.cu is compiled for the H200 (sm_90) with the flags torch's extension build uses, and the
-cubin is read: no register spills and no stack (ptxas and cuobjdump), no call to the 64-bit
-division routines (nvdisasm names them), and 16-byte global loads and stores in the LRN kernels.
+Each csrc/*.cu is compiled for the H200 (sm_90) with the flags torch's extension build uses,
+and the cubin is read: no register spills and no stack (ptxas and cuobjdump), no call to the
+64-bit division routines (nvdisasm names them), and 16-byte global loads and stores in the
+forward LRN kernels.
 GF_CODEGEN_DUMP=DIR keeps each cubin, its SASS and the ptxas log there.
 """
 import os
@@ -59,20 +60,26 @@ def compile_cu(source, out_dir):
     return cubin, res.stderr
 
 
-@pytest.fixture(scope="module")
-def lrn_cubin(tmp_path_factory):
+# Each CUDA source, the name its kernels share, and whether they move 16-byte chunks.
+SOURCES = {"lrn_relu_concat_cuda.cu": ("lrn_relu_concat_kernel", True),
+           "lrn_relu_concat_backward_cuda.cu": ("lrn_relu_concat_backward_kernel", False)}
+
+
+@pytest.fixture(scope="module", params=sorted(SOURCES))
+def cubin(request, tmp_path_factory):
     out = os.environ.get("GF_CODEGEN_DUMP") or str(tmp_path_factory.mktemp("codegen"))
     os.makedirs(out, exist_ok=True)
-    cubin, log = compile_cu("lrn_relu_concat_cuda.cu", out)
-    sass = subprocess.run([_tool("nvdisasm"), "-c", cubin], capture_output=True, text=True,
+    path, log = compile_cu(request.param, out)
+    sass = subprocess.run([_tool("nvdisasm"), "-c", path], capture_output=True, text=True,
                           check=True).stdout
-    usage = subprocess.run([_tool("cuobjdump"), "-res-usage", cubin], capture_output=True,
+    usage = subprocess.run([_tool("cuobjdump"), "-res-usage", path], capture_output=True,
                            text=True, check=True).stdout
     if os.environ.get("GF_CODEGEN_DUMP"):
         for name, text in (("ptxas.log", log), ("sass", sass), ("res-usage", usage)):
-            with open(cubin.replace(".cubin", f".{name}.txt"), "w") as f:
+            with open(path.replace(".cubin", f".{name}.txt"), "w") as f:
                 f.write(text)
-    return dict(log=log, sass=sass, usage=usage)
+    kernel, vectorized = SOURCES[request.param]
+    return dict(log=log, sass=sass, usage=usage, kernel=kernel, vectorized=vectorized)
 
 
 def _functions(sass):
@@ -82,29 +89,32 @@ def _functions(sass):
 
 
 @pytest.mark.slow
-def test_no_spills_and_no_stack(lrn_cubin):
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", lrn_cubin["log"])
-    frames = re.findall(r"(\d+) bytes stack frame", lrn_cubin["log"])
-    assert len(spills) >= 8, lrn_cubin["log"][-2000:]  # 4 dtypes x 2 index types
-    assert all(s == ("0", "0") for s in spills), lrn_cubin["log"]
-    assert all(f == "0" for f in frames), lrn_cubin["log"]
-    entries = re.findall(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", lrn_cubin["usage"])
+def test_no_spills_and_no_stack(cubin):
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", cubin["log"])
+    frames = re.findall(r"(\d+) bytes stack frame", cubin["log"])
+    assert len(spills) >= 8, cubin["log"][-2000:]  # 4 dtypes x 2 index types
+    assert all(s == ("0", "0") for s in spills), cubin["log"]
+    assert all(f == "0" for f in frames), cubin["log"]
+    entries = re.findall(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", cubin["usage"])
     assert entries and all(stack == "0" and local == "0" for _, stack, local in entries), \
-        lrn_cubin["usage"]
+        cubin["usage"]
 
 
 @pytest.mark.slow
-def test_no_64_bit_division(lrn_cubin):
-    assert "lrn_relu_concat_kernel" in lrn_cubin["sass"]
-    routines = set(re.findall(r"__cuda_sm\d+_(?:div|rem)\w*", lrn_cubin["sass"]))
+def test_no_64_bit_division(cubin):
+    assert cubin["kernel"] in cubin["sass"]
+    # Integer routines (div_s64, rem_u64, ...); the float64 kernels may divide doubles.
+    routines = set(re.findall(r"__cuda_sm\d+_(?:div|rem)_[su]64\w*", cubin["sass"]))
     assert not routines, f"64-bit division routines called: {sorted(routines)}"
 
 
 @pytest.mark.slow
-def test_lrn_kernels_use_16_byte_loads_and_stores(lrn_cubin):
-    kernels = {name: code for name, code in _functions(lrn_cubin["sass"]).items()
-               if "lrn_relu_concat_kernel" in name}
+def test_forward_kernels_use_16_byte_loads_and_stores(cubin):
+    kernels = {name: code for name, code in _functions(cubin["sass"]).items()
+               if cubin["kernel"] in name}
     assert len(kernels) == 8, sorted(kernels)
+    if not cubin["vectorized"]:
+        pytest.skip("the backward kernel reads channel by channel (scalar loads)")
     for name, code in kernels.items():
         assert re.search(r"LDG\.E\.128", code), f"{name}: no 16-byte global load"
         assert re.search(r"STG\.E\.128", code), f"{name}: no 16-byte global store"

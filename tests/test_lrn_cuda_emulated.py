@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from googlenet_fused import ops
-from helpers import assert_matches, make_inputs as make, plain_lowp
+from helpers import assert_matches, check_backward, make_inputs as make, plain_lowp
 
 pytestmark = pytest.mark.skipif(not ops.extension_available(), reason="extension not built")
 LRN = (5, 1e-3, 0.75, 2.0)
@@ -119,3 +119,29 @@ def test_emulated_int64_offsets():
     out = torch.as_strided(big, (2, 16, 2, 3), (1 << 31, 1, 48, 16))
     got = check([x], out=out)
     assert got.data_ptr() == big.data_ptr()
+
+
+# ------------------------------------------------------------------------------- backward
+BACKWARD = torch.ops.googlenet_fused._lrn_relu_concat_backward_cuda_emulated
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("channels", CHANNEL_SETS)
+@pytest.mark.parametrize("n, hw", [(1, (1, 1)), (3, (5, 7))])
+def test_emulated_backward_matches_the_aten_formula(dtype, layout, channels, n, hw):
+    branches = make([(n, c, *hw) for c in channels], dtype, layout)
+    grad_out = make([(n, sum(channels), *hw)], dtype, layout)[0]
+    check_backward(BACKWARD, grad_out, branches)
+
+
+@pytest.mark.parametrize("lrn", [(1, 1e-3, 0.75, 2.0), (3, 0.5, 0.5, 1.0), (4, 2.0, 1.3, 0.5),
+                                 (5, 1e-4, 0.6, 1.0), (7, 1e-4, 0.75, 1.0)])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_emulated_backward_other_lrn_bias_and_grad_layouts(lrn, relu, layout):
+    branches = make([(2, 9, 4, 3), (2, 3, 4, 3)], torch.float64, layout)
+    bias = [torch.randn(9, dtype=torch.float64), torch.randn(3, dtype=torch.float64)]
+    wide = torch.randn(2, 20, 4, 3, dtype=torch.float64)
+    for grad_out in (wide[:, 4:16], torch.ones((), dtype=torch.float64).expand(2, 12, 4, 3)):
+        check_backward(BACKWARD, grad_out, branches, lrn, relu, bias)

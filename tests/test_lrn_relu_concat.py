@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from googlenet_fused import ops
-from helpers import assert_matches, make_inputs as make, plain_lowp
+from helpers import assert_matches, check_backward, make_inputs as make, plain_lowp
 
 pytestmark = pytest.mark.skipif(not ops.extension_available(),
                                 reason=f"extension not built: {ops.EXTENSION_ERROR}")
@@ -285,3 +285,41 @@ def test_cuda_out_slice_gradcheck_and_many_branches(layout):
     assert torch.autograd.gradcheck(lambda *b: ops.lrn_relu_concat(b), bs)
     with pytest.raises(RuntimeError, match="one device"):
         ops.lrn_relu_concat([branches[0], branches[1].cpu()])
+
+
+# ------------------------------------------------------------------------------- backward op
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("channels", [(1,), (2, 3), (192, 208, 48, 64), (130, 17)])
+@pytest.mark.parametrize("n, hw", [(1, (1, 1)), (3, (5, 7)), (2, (14, 14))])
+def test_backward_op_matches_the_aten_formula(dtype, layout, channels, n, hw):
+    branches = make([(n, c, *hw) for c in channels], dtype, layout)
+    grad_out = make([(n, sum(channels), *hw)], dtype, layout)[0]
+    check_backward(torch.ops.googlenet_fused.lrn_relu_concat_backward, grad_out, branches)
+
+
+@pytest.mark.parametrize("lrn", [(1, 1e-3, 0.75, 2.0), (3, 0.5, 0.5, 1.0), (4, 2.0, 1.3, 0.5),
+                                 (7, 1e-4, 0.75, 1.0)])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_backward_op_other_lrn_bias_and_grad_layouts(lrn, relu, layout):
+    branches = make([(2, 9, 4, 3), (2, 3, 4, 3)], torch.float64, layout)
+    bias = [torch.randn(9, dtype=torch.float64), torch.randn(3, dtype=torch.float64)]
+    op = torch.ops.googlenet_fused.lrn_relu_concat_backward
+    wide = torch.randn(2, 20, 4, 3, dtype=torch.float64)
+    for grad_out in (wide[:, 4:16],                                   # a channel slice
+                     torch.randn(2, 12, 4, 6, dtype=torch.float64)[..., ::2],   # strided
+                     torch.ones((), dtype=torch.float64).expand(2, 12, 4, 3)):  # from .sum()
+        check_backward(op, grad_out, branches, lrn, relu, bias)
+
+
+def test_backward_op_errors_and_opcheck():
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
+    op = torch.ops.googlenet_fused.lrn_relu_concat_backward
+    with pytest.raises(RuntimeError, match=r"grad_out must have shape \[2, 8, 4, 4\].*\[2, 7, 4, 4\]"):
+        op(torch.randn(2, 7, 4, 4), [a, b], *LRN, True)
+    with pytest.raises(RuntimeError, match="grad_out is Double"):
+        op(torch.randn(2, 8, 4, 4, dtype=torch.float64), [a, b], *LRN, True)
+    torch.library.opcheck(op, (torch.randn(2, 8, 4, 4), [a, b], *LRN, True, None))
+    torch.library.opcheck(op, (torch.randn(2, 8, 4, 4), [a, b], 3, 0.5, 0.5, 1.0, False,
+                               [torch.randn(3), torch.randn(5)]))
