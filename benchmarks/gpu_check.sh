@@ -24,10 +24,11 @@
 #   6 report                      20     5
 # Steps 3 and 4 run side by side: the tests are not timed and the sanitizer's runs are small.
 # Benchmark groups (modules 3a, 4a, 5b and the network; providers eager, compile, fused-triton,
-# fused-native, conv-floor): bf16 at batch 256 and then 32, channels_last then NCHW; the same in
-# fp16; then torch.compile max-autotune for bf16 batch 256 (its autotuning takes minutes per
-# shape, so it comes last and is the first left out). Each group is ~60-90 s, most of it
-# torch.compile; what did not fit is listed in OUT_DIR/left_out.txt.
+# fused-native, conv-floor): bf16 at batch 256, channels_last then NCHW; the network's training
+# step in bf16 at batch 128; bf16 at batch 32; the same in fp16; then torch.compile max-autotune
+# for bf16 batch 256 (its autotuning takes minutes per shape, so it comes last and is the first
+# left out). Each group is ~60-120 s, most of it torch.compile; what did not fit is listed in
+# OUT_DIR/left_out.txt.
 #
 # Variables: PYTHON (default: the project's .venv if it exists, else python3), GPU_CHECK_BUDGET_S,
 # GPU_CHECK_STEPS (default build,tests,memcheck,bench: e.g. "bench" for a second run that only
@@ -144,7 +145,8 @@ if wants bench; then
   if [ "$dry" = "1" ]; then
     # name dtype layout batch providers estimate_s
     groups=("dry-fp32-nchw-1 fp32 nchw 1 eager,fused-native,conv-floor 20"
-            "dry-fp32-cl-1 fp32 channels_last 1 eager,fused-native 40")
+            "dry-fp32-cl-1 fp32 channels_last 1 eager,fused-native 40"
+            "train-dry-fp32-2 fp32 nchw 2 eager,fused-native 60")
     export BENCH_ROUNDS=1 BENCH_MODULES=5b TRITON_INTERPRET=0
   else
     groups=()
@@ -154,7 +156,10 @@ if wants bench; then
                  "$dtype-nchw-$batch $dtype nchw $batch $all 75")
       done
     done
-    groups+=("bf16-cl-256-max-autotune bf16 channels_last 256 compile-max-autotune 240")
+    groups=("${groups[@]:0:2}"  # bf16 batch 256, both layouts, then the training step
+            "train-bf16-128 bf16 nchw 128 eager,compile,fused-triton,fused-native 120"
+            "${groups[@]:2}"
+            "bf16-cl-256-max-autotune bf16 channels_last 256 compile-max-autotune 240")
     export BENCH_MODULES=3a,4a,5b
   fi
   : > "$out/left_out.txt"
@@ -169,11 +174,13 @@ if wants bench; then
       continue
     fi
     echo "-- $name ($dtype, $layout, batch $batch: $providers)"
-    BENCH_DTYPES=$dtype BENCH_LAYOUTS=$layout BENCH_BATCHES=$batch BENCH_NET_BATCHES=$batch \
-      BENCH_PROVIDERS=$providers \
-      cap $(( $(left) - 20 )) "$py" -m pytest benchmarks/test_bench_inception.py -q \
-      -p no:cacheprovider --benchmark-json="$out/bench_$name.json" \
-      --benchmark-columns=median,iqr,rounds > "$out/bench_$name.log" 2>&1
+    rows=(BENCH_MODULES="$BENCH_MODULES" BENCH_NET_BATCHES="$batch" BENCH_TRAIN_BATCHES=)
+    [[ "$name" == train-* ]] && rows=(BENCH_MODULES= BENCH_NET_BATCHES= BENCH_TRAIN_BATCHES="$batch")
+    (export "${rows[@]}" BENCH_DTYPES=$dtype BENCH_LAYOUTS=$layout BENCH_BATCHES=$batch \
+       BENCH_PROVIDERS=$providers
+     cap $(( $(left) - 20 )) "$py" -m pytest benchmarks/test_bench_inception.py -q \
+       -p no:cacheprovider --benchmark-json="$out/bench_$name.json" \
+       --benchmark-columns=median,iqr,rounds > "$out/bench_$name.log" 2>&1)
     rc=$?
     tail -1 "$out/bench_$name.log"
     [ $rc = 0 ] || { note "benchmarks $name: exit $rc (log bench_$name.log)"; status=1; }

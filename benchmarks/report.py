@@ -65,7 +65,8 @@ def load(paths, stat="median"):
         key = (info["module"], info["batch"], info["dtype"], info["layout"])
         seconds = bench["stats"][stat]
         gflops = info.get("gflops") and info["gflops"] * bench["stats"]["median"] / seconds
-        groups[key][info["provider"]] = dict(seconds=seconds, gflops=gflops)
+        groups[key][info["provider"]] = dict(seconds=seconds, gflops=gflops,
+                                             saved_mb=info.get("saved_mb"))
         meta = {k: info.get(k) for k in ("device_name", "torch", "triton", "cuda", "cpu_threads")}
     return groups, meta
 
@@ -110,7 +111,7 @@ def markdown(groups, meta, title, stat="median"):
                      f"{floor} | {ceiling} | {gf} |")
     if not module_rows(groups):
         lines = lines[:-3]  # no module rows: only the op table below
-    return "\n".join(lines + goals(groups, meta) + op_table(groups)) + "\n"
+    return "\n".join(lines + goals(groups, meta) + training_table(groups) + op_table(groups)) + "\n"
 
 
 def module_rows(groups):
@@ -118,10 +119,41 @@ def module_rows(groups):
     return [k for k in groups if k[0] in MODULE_ORDER]
 
 
+def training_table(groups):
+    """Markdown lines: training steps (rows named "<module>-train"), with the activation memory
+    each provider's step saves for backward."""
+    keys = sorted(k for k in groups if k[0].endswith("-train") and best_fused(groups[k])[0])
+    if not keys:
+        return []
+    lines = ["", "## Training steps (zero_grad, forward, loss, backward)", "",
+             "| model | batch | dtype | eager ms | compile ms | fused ms | vs eager | vs compile "
+             "| saved MB eager | saved MB fused |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key in keys:
+        row = groups[key]
+        name, best = best_fused(row)
+        t = best["seconds"]
+
+        def cell(p, what):
+            if p not in row:
+                return "-"
+            if what == "ms":
+                return f"{1e3 * row[p]['seconds']:.1f}"
+            if what == "ratio":
+                return f"{row[p]['seconds'] / t:.2f}x"
+            return f"{row[p]['saved_mb']:.0f}" if row[p].get("saved_mb") is not None else "-"
+
+        lines.append(f"| {key[0][:-6]} | {key[1]} | {key[2]} | {cell('eager', 'ms')} | "
+                     f"{cell('compile', 'ms')} | {1e3 * t:.1f} ({name[6:]}) | "
+                     f"{cell('eager', 'ratio')} | {cell('compile', 'ratio')} | "
+                     f"{cell('eager', 'mb')} | {cell(name, 'mb')} |")
+    return lines
+
+
 def op_table(groups):
     """Markdown lines: each fused op (module names like "4a-lrn") against the ATen ops it
     replaces, in a table of its own."""
-    keys = sorted(k for k in groups if k[0] not in MODULE_ORDER and best_fused(groups[k])[0])
+    keys = sorted(k for k in groups if k[0] not in MODULE_ORDER and not k[0].endswith("-train")
+                  and best_fused(groups[k])[0])
     if not keys:
         return []
     lines = ["", "## Fused ops vs the ATen ops they replace", "",

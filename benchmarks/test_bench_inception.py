@@ -6,12 +6,13 @@ batch-dtype-layout-provider for the network. Select with -k (e.g. -k "4a and fp1
 with comma-separated variables: BENCH_MODULES (3a,4a,5b), BENCH_BATCHES, BENCH_NET_BATCHES
 (empty: no network rows), BENCH_DTYPES (fp32,fp16,bf16), BENCH_LAYOUTS (nchw,channels_last),
 BENCH_PROVIDERS (eager,compile,compile-max-autotune,fused-triton,fused-native,conv-floor),
-BENCH_ROUNDS.
+BENCH_TRAIN_BATCHES (training-step rows; empty: none), BENCH_ROUNDS.
 """
 import pytest
 import torch
 
 from conftest import BATCHES, DEVICE, DTYPES, LAYOUTS, ON_GPU, env_list, run_benchmark
+from googlenet_fused import fuse
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224, GoogLeNet, Inception
 from googlenet_fused.summary import count_macs
 from providers import fused_backends, make_provider
@@ -66,3 +67,53 @@ def test_network(benchmark, provider, batch, dtype, layout):
     benchmark.group = f"GoogLeNet batch {batch} {dtype} {layout}"
     run_benchmark(benchmark, fn, dict(module="network", provider=provider, batch=batch,
                                       dtype=dtype, layout=layout, macs=macs))
+
+
+def saved_activation_bytes(step):
+    """Bytes of the distinct tensors autograd saves for backward during ``step`` (its forward):
+    the activation memory a training step holds at its peak, on any device."""
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(storages.values())
+
+
+# Training: a step is zero_grad, forward, loss, backward (no optimizer step), each provider's
+# model trained the same way; dropout stays on. Rows are named "<module>-train".
+TRAIN_PROVIDERS = [p for p in PROVIDERS if p in ("eager", "compile", "fused-triton",
+                                                 "fused-native")]
+TRAIN_BATCHES = [int(b) for b in env_list("BENCH_TRAIN_BATCHES", [128] if ON_GPU else [8])]
+
+
+@pytest.mark.parametrize("provider", TRAIN_PROVIDERS)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("batch", TRAIN_BATCHES)
+def test_network_training(benchmark, provider, dtype, batch):
+    x = _input((batch, 3, 224, 224), DTYPES[dtype], "nchw")
+    _skip_unavailable(provider, x)
+    net = GoogLeNet((3, 224, 224), n_classes=1000).to(DEVICE, DTYPES[dtype]).train()
+    target = torch.randint(0, 1000, (batch,), device=DEVICE)
+    if provider == "compile":
+        torch._dynamo.reset()
+        model = torch.compile(net)
+    elif provider.startswith("fused-"):
+        model = fuse(net, backend=provider.split("-", 1)[1])  # in place: what FusedGoogLeNet is
+    else:
+        model = net
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            torch.nn.functional.cross_entropy(model(x), target).backward()
+
+    info = dict(module="network-train", provider=provider, batch=batch, dtype=dtype,
+                layout="nchw", macs=3 * batch * sum(count_macs(net, x[:1]).values()))
+    run_benchmark(benchmark, step, info)
+    benchmark.extra_info["saved_mb"] = saved_activation_bytes(step) / 1e6
+    benchmark.group = f"GoogLeNet training step batch {batch} {dtype}"

@@ -2,6 +2,7 @@
 
 - lrn_relu_concat (extension): inception-4a branch shapes, batch 16, vs F.local_response_norm +
   relu per branch + torch.cat. CPU here; CUDA too when present.
+- lrn_relu_concat_backward (extension): the same shapes, vs the ATen formula of lrn.py per branch.
 - max_pool3x3 (extension, CPU only): the pool branch's pooling of 4a's input at batch 16, vs
   F.max_pool2d(x, 3, 1, 1).
 - Triton kernels (GPU only): merged 1×1 reductions (three 1×1 convs + three LRN + three ReLU) and
@@ -38,6 +39,34 @@ def test_lrn_relu_concat(benchmark, provider, layout):
     benchmark.group = f"lrn_relu_concat 4a branches batch 16 {layout}"
     run_benchmark(benchmark, fn, dict(module="4a-lrn", provider=provider, batch=16, dtype="fp32",
                                       layout=layout))
+
+
+@pytest.mark.skipif(not ops.extension_available(), reason="extension not built")
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("provider", ["eager", "fused-extension"])
+def test_lrn_relu_concat_backward(benchmark, provider, layout):
+    from googlenet_fused.lrn import lrn_relu_backward
+
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    branches = [torch.randn(16, c, 14, 14, device=DEVICE).contiguous(memory_format=fmt)
+                for c in (192, 208, 48, 64)]
+    out = ops.lrn_relu_concat(branches, *LRN)
+    grad = torch.randn_like(out)
+    if provider == "fused-extension":
+        def fn():
+            return torch.ops.googlenet_fused.lrn_relu_concat_backward(grad, branches, *LRN, True)
+    else:
+        def fn():
+            grads, offset = [], 0
+            for b in branches:
+                c = b.shape[1]
+                grads.append(lrn_relu_backward(grad.narrow(1, offset, c), b,
+                                               out.narrow(1, offset, c), *LRN))
+                offset += c
+            return grads
+    benchmark.group = f"lrn_relu_concat_backward 4a branches batch 16 {layout}"
+    run_benchmark(benchmark, fn, dict(module="4a-lrn-backward", provider=provider, batch=16,
+                                      dtype="fp32", layout=layout))
 
 
 @pytest.mark.skipif(not ops.extension_available() or ON_GPU,

@@ -8,9 +8,11 @@
 // output's sign are recomputed here (cheap next to a second pass over memory, and nothing of
 // the size of the output is kept for the backward).
 //
-// CPU: a task is one branch at a block of kPixels pixels of one image; its inputs and the
-// output gradient are gathered channel-major into small buffers (contiguous over the pixels, so
-// the arithmetic vectorizes whatever the layout), and the gradient is scattered back.
+// CPU, two layouts as in the forward. Channels-last: a task is one pixel of one image; each
+// branch's channels are contiguous there and the window sums are unrolled shifts over them.
+// Planar (NCHW and its slices): a task is one branch at a block of kPixels pixels of one image,
+// the arithmetic vectorized over the contiguous pixels. Inputs in neither layout are copied
+// once into the branches' layout.
 #include "lrn_relu_concat.h"
 #include "layout.h"
 
@@ -28,44 +30,85 @@
 namespace googlenet_fused {
 namespace {
 
-constexpr int64_t kPixels = 16;
 
-// Element offsets of a block's pixels in a 4-D tensor, worked out once per block.
-struct Block {
-  const int64_t* pixel;  // [kPixels] offsets of the pixels (H and W strides)
-  int64_t image, channel;
+struct Consts {
+  double k, alpha_over_size, beta, coef;  // coef = 2 alpha beta / size
+  bool relu;
 };
 
-void pixel_offsets(const at::Tensor& t, int64_t p0, int64_t P, int64_t* out) {
-  const int64_t width = t.size(3);
-  for (int64_t q = 0; q < P; ++q) {
-    out[q] = ((p0 + q) / width) * t.stride(2) + ((p0 + q) % width) * t.stride(3);
+template <typename acc_t, bool kBeta075>
+inline acc_t pow_neg_beta(acc_t d, acc_t beta) {
+  if constexpr (kBeta075) {
+    const acc_t r = std::sqrt(d);
+    return acc_t(1) / (r * std::sqrt(r));
+  } else {
+    return std::pow(d, -beta);
   }
 }
 
-template <typename scalar_t, typename acc_t, bool kBeta075>
-void backward_branch_block(const scalar_t* a_ptr, const Block& a_at, const acc_t* bias,
-                           const scalar_t* g_ptr, const Block& g_at, scalar_t* out_ptr,
-                           const Block& out_at, int64_t C, int64_t P, const LrnParams& p,
-                           acc_t* buf) {
-  acc_t* A = buf;                   // a
-  acc_t* G = A + C * kPixels;       // g, then g s (masked)
-  acc_t* T = G + C * kPixels;       // g a s / d (masked)
-  acc_t* S = T + C * kPixels;       // a^2
+// One pixel of one branch, channels contiguous. buf holds 4 * (C + size) values.
+template <typename scalar_t, typename acc_t, bool kBeta075, int64_t kSize>
+void backward_pixel(const scalar_t* a, const acc_t* bias, const scalar_t* g, scalar_t* out,
+                    int64_t C, int64_t runtime_size, const Consts& p, acc_t* buf) {
+  const int64_t size = kSize > 0 ? kSize : runtime_size;
+  const int64_t before = size / 2, after = (size - 1) / 2;
+  acc_t* __restrict__ sq = buf;             // sq[before + c] = a_c^2, zeros around
+  acc_t* __restrict__ T = sq + C + size;    // T[after + c] = t_c, zeros around
+  acc_t* __restrict__ A = T + C + size;
+  acc_t* __restrict__ GS = A + C + size;
+  std::fill(sq, sq + before, acc_t(0));
+  std::fill(sq + before + C, sq + C + size, acc_t(0));
+  std::fill(T, T + after, acc_t(0));
+  std::fill(T + after + C, T + C + size, acc_t(0));
   for (int64_t c = 0; c < C; ++c) {
-    const scalar_t* a_c = a_ptr + a_at.image + c * a_at.channel;
-    const scalar_t* g_c = g_ptr + g_at.image + c * g_at.channel;
-    for (int64_t q = 0; q < kPixels; ++q) {  // pixels past P: zeros, never stored
-      const bool in = q < P;
-      A[c * kPixels + q] = in ? static_cast<acc_t>(a_c[a_at.pixel[q]]) + bias[c] : acc_t(0);
-      G[c * kPixels + q] = in ? static_cast<acc_t>(g_c[g_at.pixel[q]]) : acc_t(0);
-    }
-    for (int64_t q = 0; q < kPixels; ++q) S[c * kPixels + q] = A[c * kPixels + q] * A[c * kPixels + q];
+    A[c] = static_cast<acc_t>(a[c]) + bias[c];
+    sq[before + c] = A[c] * A[c];
   }
-  const int64_t before = p.size / 2, after = (p.size - 1) / 2;
-  const acc_t k = static_cast<acc_t>(p.k), aos = static_cast<acc_t>(p.alpha / p.size);
-  const acc_t beta = static_cast<acc_t>(p.beta);
-  const acc_t coef = static_cast<acc_t>(2.0 * p.alpha * p.beta / p.size);
+  const acc_t k = p.k, aos = p.alpha_over_size, beta = p.beta, coef = p.coef;
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t w = 0;
+    for (int64_t t = 0; t < size; ++t) w += sq[c + t];
+    const acc_t d = k + aos * w;
+    const acc_t s = pow_neg_beta<acc_t, kBeta075>(d, beta);
+    // The ReLU passes the gradient where y = a s > 0 (NaN and 0 stop it, as in PyTorch).
+    const acc_t gc = (p.relu && !(A[c] * s > acc_t(0))) ? acc_t(0) : static_cast<acc_t>(g[c]);
+    T[after + c] = gc * A[c] * s / d;
+    GS[c] = gc * s;
+  }
+  for (int64_t i = 0; i < C; ++i) {
+    acc_t w = 0;
+    for (int64_t t = 0; t < size; ++t) w += T[i + t];  // t_{i-after} .. t_{i+before}
+    out[i] = static_cast<scalar_t>(GS[i] - coef * A[i] * w);
+  }
+}
+
+constexpr int64_t kPixels = 32;
+
+// A block of kPixels contiguous pixels of one branch (planar layout): arrays [C][kPixels].
+template <typename scalar_t, typename acc_t, bool kBeta075>
+void backward_block(const scalar_t* a, int64_t a_c, const acc_t* bias, const scalar_t* g,
+                    int64_t g_c, scalar_t* out, int64_t out_c, int64_t C, int64_t P,
+                    int64_t size, const Consts& p, acc_t* buf) {
+  // Four disjoint arrays (restrict: the loops below vectorize without alias checks).
+  acc_t* __restrict__ A = buf;                // a
+  acc_t* __restrict__ G = A + C * kPixels;    // g, then g s (masked)
+  acc_t* __restrict__ T = G + C * kPixels;    // g a s / d (masked)
+  acc_t* __restrict__ S = T + C * kPixels;    // a^2
+  for (int64_t c = 0; c < C; ++c) {
+    const scalar_t* ac = a + c * a_c;
+    const scalar_t* gc = g + c * g_c;
+    acc_t* Ac = A + c * kPixels;
+    acc_t* Gc = G + c * kPixels;
+    for (int64_t q = 0; q < P; ++q) {
+      Ac[q] = static_cast<acc_t>(ac[q]) + bias[c];
+      Gc[q] = static_cast<acc_t>(gc[q]);
+    }
+    std::fill(Ac + P, Ac + kPixels, acc_t(0));  // a tail block's unused pixels
+    std::fill(Gc + P, Gc + kPixels, acc_t(0));
+    for (int64_t q = 0; q < kPixels; ++q) S[c * kPixels + q] = Ac[q] * Ac[q];
+  }
+  const int64_t before = size / 2, after = (size - 1) / 2;
+  const acc_t k = p.k, aos = p.alpha_over_size, beta = p.beta, coef = p.coef;
   acc_t window[kPixels];
   for (int64_t c = 0; c < C; ++c) {
     const int64_t lo = std::max<int64_t>(0, c - before), hi = std::min<int64_t>(C - 1, c + after);
@@ -75,18 +118,11 @@ void backward_branch_block(const scalar_t* a_ptr, const Block& a_at, const acc_t
     }
     for (int64_t q = 0; q < kPixels; ++q) {
       const acc_t d = k + aos * window[q];
-      acc_t s;
-      if constexpr (kBeta075) {
-        const acc_t r = std::sqrt(d);
-        s = acc_t(1) / (r * std::sqrt(r));
-      } else {
-        s = std::pow(d, -beta);
-      }
-      const acc_t a = A[c * kPixels + q];
-      // The ReLU passes the gradient where y = a s > 0 (NaN and 0 stop it, as in PyTorch).
-      const acc_t g = (p.relu && !(a * s > acc_t(0))) ? acc_t(0) : G[c * kPixels + q];
-      T[c * kPixels + q] = g * a * s / d;
-      G[c * kPixels + q] = g * s;
+      const acc_t s = pow_neg_beta<acc_t, kBeta075>(d, beta);
+      const acc_t av = A[c * kPixels + q];
+      const acc_t gv = (p.relu && !(av * s > acc_t(0))) ? acc_t(0) : G[c * kPixels + q];
+      T[c * kPixels + q] = gv * av * s / d;
+      G[c * kPixels + q] = gv * s;
     }
   }
   for (int64_t i = 0; i < C; ++i) {
@@ -95,21 +131,34 @@ void backward_branch_block(const scalar_t* a_ptr, const Block& a_at, const acc_t
     for (int64_t c = lo; c <= hi; ++c) {
       for (int64_t q = 0; q < kPixels; ++q) window[q] += T[c * kPixels + q];
     }
-    scalar_t* out_i = out_ptr + out_at.image + i * out_at.channel;
+    scalar_t* oi = out + i * out_c;
     for (int64_t q = 0; q < P; ++q) {
-      out_i[out_at.pixel[q]] =
-          static_cast<scalar_t>(G[i * kPixels + q] - coef * A[i * kPixels + q] * window[q]);
+      oi[q] = static_cast<scalar_t>(G[i * kPixels + q] - coef * A[i * kPixels + q] * window[q]);
     }
   }
 }
 
-void backward_cpu_kernel(const at::Tensor& grad_out, const std::vector<at::Tensor>& branches,
+void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Tensor>& branches_in,
                          const std::vector<at::Tensor>& biases,
                          const std::vector<at::Tensor>& grads, const LrnParams& p) {
+  // The grads were allocated in the first branch's layout; everything is brought to it.
+  const bool channels_last = !is_planar(grads[0]) && is_channels_last_like(grads[0]);
+  auto in_layout = [&](const at::Tensor& t) {
+    if (channels_last) {
+      return is_channels_last_like(t) ? t : t.contiguous(at::MemoryFormat::ChannelsLast);
+    }
+    return is_planar(t) ? t : t.contiguous();
+  };
+  const at::Tensor grad_out = in_layout(grad_out_in);
+  std::vector<at::Tensor> branches;
+  for (const auto& b : branches_in) branches.push_back(in_layout(b));
+  for (const auto& g : grads) {
+    TORCH_INTERNAL_ASSERT(channels_last ? is_channels_last_like(g) : is_planar(g));
+  }
   const int64_t N = grad_out.size(0), HW = grad_out.size(2) * grad_out.size(3);
-  const int64_t blocks = (HW + kPixels - 1) / kPixels;
   int64_t max_c = 1;
   for (const auto& b : branches) max_c = std::max(max_c, b.size(1));
+  const Consts consts{p.k, p.alpha / p.size, p.beta, 2.0 * p.alpha * p.beta / p.size, p.relu};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "lrn_relu_concat_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     std::vector<std::vector<acc_t>> bias(branches.size());
@@ -124,27 +173,52 @@ void backward_cpu_kernel(const at::Tensor& grad_out, const std::vector<at::Tenso
       offsets.push_back(offset);
       offset += branches[i].size(1);
     }
-    const int64_t nb = static_cast<int64_t>(branches.size());
+    const scalar_t* g_ptr = grad_out.const_data_ptr<scalar_t>();
     const bool beta075 = p.beta == 0.75;
+    if (channels_last) {
+      const int64_t g_ps = *pixel_stride(grad_out);
+      at::parallel_for(0, N * HW, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, offset)),
+                       [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> buf(4 * (max_c + p.size));
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t n = task / HW, px = task % HW;
+          for (size_t i = 0; i < branches.size(); ++i) {
+            const at::Tensor& b = branches[i];
+            const scalar_t* a = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * *pixel_stride(b);
+            const scalar_t* g = g_ptr + n * grad_out.stride(0) + px * g_ps + offsets[i];
+            scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) +
+                          px * *pixel_stride(grads[i]);
+            auto run = [&](auto is075, auto size) {
+              backward_pixel<scalar_t, acc_t, decltype(is075)::value, decltype(size)::value>(
+                  a, bias[i].data(), g, o, b.size(1), p.size, consts, buf.data());
+            };
+            if (p.size == 5) {
+              beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 5>{})
+                      : run(std::false_type{}, std::integral_constant<int64_t, 5>{});
+            } else {
+              beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 0>{})
+                      : run(std::false_type{}, std::integral_constant<int64_t, 0>{});
+            }
+          }
+        }
+      });
+      return;
+    }
+    const int64_t blocks = (HW + kPixels - 1) / kPixels;
+    const int64_t nb = static_cast<int64_t>(branches.size());
     at::parallel_for(0, N * blocks * nb, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> buf(4 * max_c * kPixels);
-      int64_t pa[kPixels], pg[kPixels], po[kPixels];
       for (int64_t task = begin; task < end; ++task) {
         const int64_t i = task % nb, block = (task / nb) % blocks, n = task / (nb * blocks);
         const int64_t p0 = block * kPixels, P = std::min(kPixels, HW - p0);
         const at::Tensor& b = branches[i];
-        pixel_offsets(b, p0, P, pa);
-        pixel_offsets(grad_out, p0, P, pg);
-        pixel_offsets(grads[i], p0, P, po);
-        const Block a_at{pa, n * b.stride(0), b.stride(1)};
-        const Block g_at{pg, n * grad_out.stride(0) + offsets[i] * grad_out.stride(1),
-                         grad_out.stride(1)};
-        const Block o_at{po, n * grads[i].stride(0), grads[i].stride(1)};
-        auto run = [&](auto beta_is_075) {
-          backward_branch_block<scalar_t, acc_t, decltype(beta_is_075)::value>(
-              b.const_data_ptr<scalar_t>(), a_at, bias[i].data(),
-              grad_out.const_data_ptr<scalar_t>(), g_at, grads[i].data_ptr<scalar_t>(), o_at,
-              b.size(1), P, p, buf.data());
+        const scalar_t* a = b.const_data_ptr<scalar_t>() + n * b.stride(0) + p0;
+        const scalar_t* g = g_ptr + n * grad_out.stride(0) + offsets[i] * grad_out.stride(1) + p0;
+        scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) + p0;
+        auto run = [&](auto is075) {
+          backward_block<scalar_t, acc_t, decltype(is075)::value>(
+              a, b.stride(1), bias[i].data(), g, grad_out.stride(1), o, grads[i].stride(1),
+              b.size(1), P, p.size, consts, buf.data());
         };
         beta075 ? run(std::true_type{}) : run(std::false_type{});
       }
@@ -172,9 +246,9 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, at::TensorList
   TORCH_CHECK(grad_out.scalar_type() == first.scalar_type() && grad_out.device() == first.device(),
               "lrn_relu_concat_backward: grad_out is ", grad_out.scalar_type(), " on ",
               grad_out.device(), ", the branches ", first.scalar_type(), " on ", first.device());
-  std::vector<at::Tensor> grads;
+  std::vector<at::Tensor> grads;  // all in the first branch's layout, as the forward's output
   for (const auto& b : branches) {
-    grads.push_back(at::empty(b.sizes(), b.options(), output_format(b)));
+    grads.push_back(at::empty(b.sizes(), b.options(), output_format(first)));
   }
   if (grad_out.numel() == 0) return grads;
   if (emulate_cuda) {

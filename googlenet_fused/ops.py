@@ -117,8 +117,8 @@ if EXTENSION_ERROR is None:
     @torch.library.register_fake("googlenet_fused::lrn_relu_concat_backward")
     def _lrn_relu_concat_backward_fake(grad_out, branches, size, alpha, beta, k, relu,
                                        bias=None):
-        return [b.new_empty(b.shape).contiguous(memory_format=_output_layout(b))
-                for b in branches]
+        layout = _output_layout(branches[0])
+        return [b.new_empty(b.shape).contiguous(memory_format=layout) for b in branches]
 
     def _setup_context(ctx, inputs, output):
         # Arguments left at their defaults may be absent from `inputs`. Only the branches (and

@@ -89,3 +89,14 @@ def test_chart_has_no_bar_for_a_missing_baseline(cpu_results, monkeypatch, tmp_p
     # batch 1 has no compile row: its panel draws eager bars only, never a 0.0 bar
     assert all(y > 0 for _, ys in drawn for y in ys)
     assert ("fused vs compile", []) in drawn
+
+
+def test_training_rows_have_their_own_table(tmp_path):
+    rows = [_bench("network-train", "eager", 8, 1.0), _bench("network-train", "compile", 8, 0.8),
+            _bench("network-train", "fused-native", 8, 0.4)]
+    rows[0]["extra_info"]["saved_mb"], rows[2]["extra_info"]["saved_mb"] = 900.0, 300.0
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(dict(benchmarks=rows)))
+    md = report.markdown(*report.load(str(path)), "t")
+    assert "| network | 8 | fp32 | 1000.0 | 800.0 | 400.0 (native) | 2.50x | 2.00x | 900 | 300 |" in md
+    assert "Fused ops" not in md
