@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from conftest import DEVICE, DTYPES, ON_GPU, run_benchmark
 from googlenet_fused import backends, ops
+from googlenet_fused.lrn import lrn_relu_backward
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224
 
 LRN = (5, 1e-3, 0.75, 2.0)
@@ -23,13 +24,18 @@ def lrn_relu(u):
     return F.relu(F.local_response_norm(u, *LRN))
 
 
+def branches_4a(layout):
+    """The four branch outputs of inception 4a at batch 16 (before their LRN), in ``layout``."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return [torch.randn(16, c, 14, 14, device=DEVICE).contiguous(memory_format=fmt)
+            for c in (192, 208, 48, 64)]
+
+
 @pytest.mark.skipif(not ops.extension_available(), reason="extension not built")
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("provider", ["eager", "fused-extension"])
 def test_lrn_relu_concat(benchmark, provider, layout):
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    branches = [torch.randn(16, c, 14, 14, device=DEVICE).contiguous(memory_format=fmt)
-                for c in (192, 208, 48, 64)]
+    branches = branches_4a(layout)
     if provider == "fused-extension":
         def fn():
             return ops.lrn_relu_concat(branches, *LRN)
@@ -45,11 +51,7 @@ def test_lrn_relu_concat(benchmark, provider, layout):
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("provider", ["eager", "fused-extension"])
 def test_lrn_relu_concat_backward(benchmark, provider, layout):
-    from googlenet_fused.lrn import lrn_relu_backward
-
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    branches = [torch.randn(16, c, 14, 14, device=DEVICE).contiguous(memory_format=fmt)
-                for c in (192, 208, 48, 64)]
+    branches = branches_4a(layout)
     out = ops.lrn_relu_concat(branches, *LRN)
     grad = torch.randn_like(out)
     if provider == "fused-extension":
