@@ -151,16 +151,18 @@ if EXTENSION_ERROR is None:
         torch._check(x.dim() == 4, lambda: f"max_pool3x3: expected a 4-D input, got {x.shape}")
         return torch.empty_like(x, memory_format=_output_layout(x))
 
+    @torch.library.register_fake("googlenet_fused::max_pool3x3_backward")
+    def _max_pool3x3_backward_fake(grad_out, x, output):
+        return torch.empty_like(x, memory_format=_output_layout(x))
+
     def _max_pool3x3_setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
+        # The output is the pool projection's input, saved by its convolution anyway.
+        ctx.save_for_backward(inputs[0], output)
 
     def _max_pool3x3_backward(ctx, grad_out):
-        # ATen's indices route the gradient, so ties go where F.max_pool2d sends them.
-        (x,) = ctx.saved_tensors
-        window, stride, padding, dilation = [3, 3], [1, 1], [1, 1], [1, 1]
-        _, indices = torch.ops.aten.max_pool2d_with_indices(x, window, stride, padding)
-        return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad_out, x, window, stride, padding, dilation, False, indices)
+        # Ties go where F.max_pool2d sends them (see csrc/max_pool3x3.cpp).
+        x, output = ctx.saved_tensors
+        return torch.ops.googlenet_fused.max_pool3x3_backward(grad_out, x, output)
 
     torch.library.register_autograd("googlenet_fused::max_pool3x3", _max_pool3x3_backward,
                                     setup_context=_max_pool3x3_setup_context)

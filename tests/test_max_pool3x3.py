@@ -91,3 +91,34 @@ def test_wrapper_falls_back_without_the_extension(monkeypatch):
     monkeypatch.setattr(ops, "EXTENSION_ERROR", "ImportError: no _C")
     x = torch.randn(1, 2, 4, 4)
     assert torch.equal(ops.max_pool3x3(x), F.max_pool2d(x, 3, 1, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 4), (1, 17, 1, 1), (3, 33, 7, 1), (1, 3, 1, 9)])
+def test_backward_op_routes_like_max_pool2d(dtype, layout, shape):
+    # Integer values: many ties; NaN and -inf windows too.
+    x = torch.randint(-3, 3, shape).to(torch.float64)
+    x.view(-1)[::7] = float("-inf")
+    x.view(-1)[5::11] = float("nan")
+    if shape[2] > 2 and shape[3] > 2:
+        x[0, 0, 1, 1] = x[0, 0, 2, 2] = float("nan")  # two NaNs in one window: the last wins
+    x = x.to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.cat([x, x], 3)[..., ::2]
+    grad = torch.randint(-4, 5, shape).to(dtype)  # exact sums in every dtype
+    got = torch.ops.googlenet_fused.max_pool3x3_backward(grad, x, ops.max_pool3x3(x))
+    xr = x.double().requires_grad_()
+    expected, = torch.autograd.grad(F.max_pool2d(xr, 3, 1, 1), xr, grad.double())
+    assert got.dtype == dtype and got.shape == x.shape
+    assert torch.equal(got.double(), expected)
+
+
+def test_backward_op_errors_and_opcheck():
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(RuntimeError, match=r"must share one 4-D shape"):
+        torch.ops.googlenet_fused.max_pool3x3_backward(torch.randn(2, 3, 4, 5), x, x)
+    torch.library.opcheck(torch.ops.googlenet_fused.max_pool3x3_backward,
+                          (torch.randn(2, 3, 4, 4), x, ops.max_pool3x3(x)))
