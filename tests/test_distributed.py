@@ -1,6 +1,7 @@
 """FusedGoogLeNet under DistributedDataParallel (2 CPU processes, gloo), torch.compile of the
 wrapped model, FSDP2, and state dicts moving between reference, fused and wrapped models."""
 import os
+import warnings
 
 import pytest
 import torch
@@ -72,7 +73,17 @@ def _single_process_grads():
 
 
 def _run(mode, tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), mode), nprocs=2)
+    # One retry with a fresh rendezvous file: gloo's rendezvous on a loaded 2-core machine has
+    # failed once in many runs here (not reproduced); a real error fails both attempts.
+    for attempt in range(2):
+        try:
+            mp.spawn(_worker, args=(2, str(tmp_path / f"init{attempt}"), str(tmp_path), mode),
+                     nprocs=2)
+            break
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+            if attempt == 1:
+                raise
+            warnings.warn(f"{mode}: first attempt failed, retrying: {exc}")
     got = torch.load(tmp_path / f"{mode}.pt")
     expected = _single_process_grads()
     assert got.keys() == expected.keys()
