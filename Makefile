@@ -43,7 +43,8 @@ test: test-newest test-oldest
 
 test-newest: install
 	$(PY) -m pytest -q
-	BENCH_MODULES=5b BENCH_NET_BATCHES=1 BENCH_TRAIN_BATCHES=2 $(PY) -m pytest -q \
+	BENCH_MODULES=5b BENCH_NET_BATCHES=1 BENCH_TRAIN_BATCHES=2 BENCH_TRAIN_MODULES=5b \
+		BENCH_TRAIN_MODULE_BATCHES=2 $(PY) -m pytest -q \
 		-p no:cacheprovider benchmarks --benchmark-disable -k "(5b-1- and not compile) or 5b-1-fp32-nchw-compile or 5b-16-fp32-nchw-fused or (network and nchw) or (training and not compile) or lrn_relu_concat or max_pool3x3 or triton_kernel"
 	GPU_CHECK_DRY=1 GPU_CHECK_STEPS=tests,memcheck,bench PYTHON=$(abspath $(PY)) \
 		bash benchmarks/gpu_check.sh $(VENV)/gpu_check_dry

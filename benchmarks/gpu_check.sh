@@ -174,8 +174,10 @@ if wants bench; then
       continue
     fi
     echo "-- $name ($dtype, $layout, batch $batch: $providers)"
-    rows=(BENCH_MODULES="$BENCH_MODULES" BENCH_NET_BATCHES="$batch" BENCH_TRAIN_BATCHES=)
-    [[ "$name" == train-* ]] && rows=(BENCH_MODULES= BENCH_NET_BATCHES= BENCH_TRAIN_BATCHES="$batch")
+    rows=(BENCH_MODULES="$BENCH_MODULES" BENCH_NET_BATCHES="$batch" BENCH_TRAIN_BATCHES=
+          BENCH_TRAIN_MODULES=)
+    [[ "$name" == train-* ]] && rows=(BENCH_MODULES= BENCH_NET_BATCHES= BENCH_TRAIN_BATCHES="$batch"
+                                      BENCH_TRAIN_MODULES=)
     (export "${rows[@]}" BENCH_DTYPES=$dtype BENCH_LAYOUTS=$layout BENCH_BATCHES=$batch \
        BENCH_PROVIDERS=$providers
      cap $(( $(left) - 20 )) "$py" -m pytest benchmarks/test_bench_inception.py -q \

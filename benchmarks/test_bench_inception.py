@@ -6,13 +6,14 @@ batch-dtype-layout-provider for the network. Select with -k (e.g. -k "4a and fp1
 with comma-separated variables: BENCH_MODULES (3a,4a,5b), BENCH_BATCHES, BENCH_NET_BATCHES
 (empty: no network rows), BENCH_DTYPES (fp32,fp16,bf16), BENCH_LAYOUTS (nchw,channels_last),
 BENCH_PROVIDERS (eager,compile,compile-max-autotune,fused-triton,fused-native,conv-floor),
-BENCH_TRAIN_BATCHES (training-step rows; empty: none), BENCH_ROUNDS.
+BENCH_TRAIN_BATCHES, BENCH_TRAIN_MODULES and BENCH_TRAIN_MODULE_BATCHES (training-step rows;
+empty: none), BENCH_ROUNDS.
 """
 import pytest
 import torch
 
 from conftest import BATCHES, DEVICE, DTYPES, LAYOUTS, ON_GPU, env_list, run_benchmark
-from googlenet_fused import fuse
+from googlenet_fused import FusedInception, fuse
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224, GoogLeNet, Inception
 from googlenet_fused.summary import count_macs
 from providers import fused_backends, make_provider
@@ -88,32 +89,50 @@ def saved_activation_bytes(step):
 # model trained the same way; dropout stays on. Rows are named "<module>-train".
 TRAIN_PROVIDERS = [p for p in PROVIDERS if p in ("eager", "compile", "fused-triton",
                                                  "fused-native")]
-TRAIN_BATCHES = [int(b) for b in env_list("BENCH_TRAIN_BATCHES", [128] if ON_GPU else [8])]
+# (model, batch) pairs: the network at BENCH_TRAIN_BATCHES, modules BENCH_TRAIN_MODULES at
+# BENCH_TRAIN_MODULE_BATCHES.
+TRAIN_CASES = (
+    [("network", int(b)) for b in env_list("BENCH_TRAIN_BATCHES", [128] if ON_GPU else [8])]
+    + [(m, int(b)) for m in env_list("BENCH_TRAIN_MODULES", ["4a"])
+       for b in env_list("BENCH_TRAIN_MODULE_BATCHES", [256] if ON_GPU else [16])])
 
 
 @pytest.mark.parametrize("provider", TRAIN_PROVIDERS)
 @pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("batch", TRAIN_BATCHES)
-def test_network_training(benchmark, provider, dtype, batch):
-    x = _input((batch, 3, 224, 224), DTYPES[dtype], "nchw")
+@pytest.mark.parametrize("name, batch", TRAIN_CASES)
+def test_training(benchmark, provider, dtype, name, batch):
+    if name == "network":
+        x = _input((batch, 3, 224, 224), DTYPES[dtype], "nchw")
+        net = GoogLeNet((3, 224, 224), n_classes=1000).to(DEVICE, DTYPES[dtype]).train()
+        target = torch.randint(0, 1000, (batch,), device=DEVICE)
+
+        def loss_of(out):
+            return torch.nn.functional.cross_entropy(out, target)
+    else:
+        cfg, size = INCEPTION_CONFIGS[name], SPATIAL_AT_224[name]
+        x = _input((batch, cfg.in_size, size, size), DTYPES[dtype], "nchw")
+        net = Inception(*cfg).to(DEVICE, DTYPES[dtype]).train()
+
+        def loss_of(out):
+            return out.float().square().mean()
     _skip_unavailable(provider, x)
-    net = GoogLeNet((3, 224, 224), n_classes=1000).to(DEVICE, DTYPES[dtype]).train()
-    target = torch.randint(0, 1000, (batch,), device=DEVICE)
     if provider == "compile":
         torch._dynamo.reset()
         model = torch.compile(net)
     elif provider.startswith("fused-"):
-        model = fuse(net, backend=provider.split("-", 1)[1])  # in place: what FusedGoogLeNet is
+        backend = provider.split("-", 1)[1]
+        model = (fuse(net, backend=backend) if name == "network"  # what FusedGoogLeNet is
+                 else FusedInception.from_module(net, backend=backend))
     else:
         model = net
 
     def step():
         net.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            torch.nn.functional.cross_entropy(model(x), target).backward()
+            loss_of(model(x)).backward()
 
-    info = dict(module="network-train", provider=provider, batch=batch, dtype=dtype,
+    info = dict(module=f"{name}-train", provider=provider, batch=batch, dtype=dtype,
                 layout="nchw", macs=3 * batch * sum(count_macs(net, x[:1]).values()))
     run_benchmark(benchmark, step, info)
     benchmark.extra_info["saved_mb"] = saved_activation_bytes(step) / 1e6
-    benchmark.group = f"GoogLeNet training step batch {batch} {dtype}"
+    benchmark.group = f"{name} training step batch {batch} {dtype}"
