@@ -126,14 +126,16 @@ class FusedInception(Inception):
             return list(biases) if fold else None
 
         b1, b3r, b5r = b_red.split([c1, c3r, c5r])
-        z = conv(x, w_red, b_red)
-        red3 = ops.lrn_relu_concat([z.narrow(1, c1, c3r)], *LRN, bias=lrn_bias(b3r))
-        red5 = ops.lrn_relu_concat([z.narrow(1, c1 + c3r, c5r)], *LRN, bias=lrn_bias(b5r))
+        # One split, not three narrows: its backward assembles z's gradient in one pass, where
+        # each narrow's would zero-fill a z-sized tensor and copy its slice in.
+        z1, z3r, z5r = conv(x, w_red, b_red).split([c1, c3r, c5r], 1)
+        red3 = ops.lrn_relu_concat([z3r], *LRN, bias=lrn_bias(b3r))
+        red5 = ops.lrn_relu_concat([z5r], *LRN, bias=lrn_bias(b5r))
         y3 = conv(red3, conv3.weight, conv3.bias, padding=1)
         y5 = conv(red5, conv5.weight, conv5.bias, padding=2)
         yp = conv(ops.max_pool3x3(x), proj.weight, proj.bias)
         # The concat is free: the op writes each branch into its slice of one new tensor.
-        return ops.lrn_relu_concat([z.narrow(1, 0, c1), y3, y5, yp], *LRN,
+        return ops.lrn_relu_concat([z1, y3, y5, yp], *LRN,
                                    bias=lrn_bias(b1, conv3.bias, conv5.bias, proj.bias))
 
 
