@@ -129,18 +129,6 @@ void normalize_run(const acc_t* sum, const scalar_t* x, acc_t bias, scalar_t* ou
   }
 }
 
-// Every output channel's bias in the accumulation type (zeros without biases).
-template <typename scalar_t, typename acc_t>
-std::vector<acc_t> channel_biases(const std::vector<at::Tensor>& biases, int64_t channels) {
-  std::vector<acc_t> all(channels, acc_t(0));
-  int64_t c = 0;
-  for (const auto& b : biases) {
-    const scalar_t* data = b.const_data_ptr<scalar_t>();
-    for (int64_t j = 0; j < b.numel(); ++j) all[c++] = static_cast<acc_t>(data[j]);
-  }
-  return all;
-}
-
 constexpr int64_t kPixelChunk = 1024;  // pixels per task in the planar layout: fits in L1
 
 // Planar: a task is (n, output channel, chunk of pixels); channel planes are contiguous.

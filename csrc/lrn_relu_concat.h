@@ -26,6 +26,19 @@ void check_lrn_args(const std::vector<at::Tensor>& branches, const LrnParams& p)
 std::vector<at::Tensor> check_biases(const std::vector<at::Tensor>& branches,
                                      const std::optional<at::TensorList>& bias);
 
+// Every output channel's bias in the accumulation type, the branches' biases one after the
+// other (zeros without biases): what the CPU kernels, forward and backward, add.
+template <typename scalar_t, typename acc_t>
+std::vector<acc_t> channel_biases(const std::vector<at::Tensor>& biases, int64_t channels) {
+  std::vector<acc_t> all(channels, acc_t(0));
+  int64_t c = 0;
+  for (const auto& b : biases) {
+    const scalar_t* data = b.const_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < b.numel(); ++j) all[c++] = static_cast<acc_t>(data[j]);
+  }
+  return all;
+}
+
 void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches,
                                 const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                 const LrnParams& p);

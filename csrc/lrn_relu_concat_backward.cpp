@@ -161,22 +161,22 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
   const Consts consts{p.k, p.alpha / p.size, p.beta, 2.0 * p.alpha * p.beta / p.size, p.relu};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "lrn_relu_concat_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    std::vector<std::vector<acc_t>> bias(branches.size());
-    std::vector<int64_t> offsets;
+    std::vector<int64_t> offsets;  // each branch's first channel in grad_out
     int64_t offset = 0;
-    for (size_t i = 0; i < branches.size(); ++i) {
-      bias[i].assign(branches[i].size(1), acc_t(0));
-      if (!biases.empty()) {
-        const scalar_t* b = biases[i].const_data_ptr<scalar_t>();
-        for (int64_t c = 0; c < branches[i].size(1); ++c) bias[i][c] = static_cast<acc_t>(b[c]);
-      }
+    for (const auto& b : branches) {
       offsets.push_back(offset);
-      offset += branches[i].size(1);
+      offset += b.size(1);
     }
+    const std::vector<acc_t> bias = channel_biases<scalar_t, acc_t>(biases, offset);
     const scalar_t* g_ptr = grad_out.const_data_ptr<scalar_t>();
     const bool beta075 = p.beta == 0.75;
     if (channels_last) {
       const int64_t g_ps = *pixel_stride(grad_out);
+      std::vector<int64_t> a_ps, o_ps;  // pixel strides, looked up once
+      for (size_t i = 0; i < branches.size(); ++i) {
+        a_ps.push_back(*pixel_stride(branches[i]));
+        o_ps.push_back(*pixel_stride(grads[i]));
+      }
       at::parallel_for(0, N * HW, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, offset)),
                        [&](int64_t begin, int64_t end) {
         std::vector<acc_t> buf(4 * (max_c + p.size));
@@ -184,13 +184,12 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
           const int64_t n = task / HW, px = task % HW;
           for (size_t i = 0; i < branches.size(); ++i) {
             const at::Tensor& b = branches[i];
-            const scalar_t* a = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * *pixel_stride(b);
+            const scalar_t* a = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * a_ps[i];
             const scalar_t* g = g_ptr + n * grad_out.stride(0) + px * g_ps + offsets[i];
-            scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) +
-                          px * *pixel_stride(grads[i]);
+            scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) + px * o_ps[i];
             auto run = [&](auto is075, auto size) {
               backward_pixel<scalar_t, acc_t, decltype(is075)::value, decltype(size)::value>(
-                  a, bias[i].data(), g, o, b.size(1), p.size, consts, buf.data());
+                  a, bias.data() + offsets[i], g, o, b.size(1), p.size, consts, buf.data());
             };
             if (p.size == 5) {
               beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 5>{})
@@ -217,7 +216,7 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
         scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) + p0;
         auto run = [&](auto is075) {
           backward_block<scalar_t, acc_t, decltype(is075)::value>(
-              a, b.stride(1), bias[i].data(), g, grad_out.stride(1), o, grads[i].stride(1),
+              a, b.stride(1), bias.data() + offsets[i], g, grad_out.stride(1), o, grads[i].stride(1),
               b.size(1), P, p.size, consts, buf.data());
         };
         beta075 ? run(std::true_type{}) : run(std::false_type{});

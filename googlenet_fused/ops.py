@@ -127,7 +127,6 @@ if EXTENSION_ERROR is None:
         defaults = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, True, None)
         *ctx.lrn, ctx.relu, bias = tuple(args) + defaults[len(args):]
         ctx.n_branches = len(branches)
-        ctx.has_bias = bias is not None
         ctx.save_for_backward(*branches, *(bias or ()))
 
     def _backward(ctx, grad_out):
@@ -138,7 +137,7 @@ if EXTENSION_ERROR is None:
         # One gradient per argument actually passed: the dispatcher drops trailing arguments
         # equal to their schema defaults, and torch 2.11 refuses any other count.
         extra = [None] * (len(ctx.needs_input_grad) - 1)
-        if ctx.has_bias:  # each bias's gradient: its branch's, summed in fp32 at least
+        if biases is not None:  # each bias's gradient: its branch's, summed in fp32 at least
             extra[-1] = [g.sum((0, 2, 3), dtype=torch.promote_types(g.dtype, torch.float32))
                          .to(b.dtype) for g, b in zip(grads, biases)]
         return (grads, *extra)
