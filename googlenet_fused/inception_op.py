@@ -1,7 +1,8 @@
 """The Triton backend of one inception module as a single torch.library op.
 
-``googlenet_fused::inception_triton`` allocates the module output and fills its four channel
-slices in place: branch 1 and the reductions from one Triton GEMM, the pool branch from the
+``googlenet_fused::inception_triton`` allocates the module output, channels_last whatever the
+input's layout (the Triton GEMMs read and write pixel rows), and fills its four channel slices
+in place: branch 1 and the reductions from one Triton GEMM, the pool branch from the
 pooling GEMM, the 3×3 / 5×5 convolutions by cuDNN, their LRN + ReLU by the extension straight
 into their slices. torch.compile and torch.export see one op (fake kernel below); training works
 through a registered backward formula that recomputes the intermediates (convolutions included)
@@ -41,8 +42,9 @@ def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
 
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     N, _, H, W = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)  # once, for both GEMMs
     out = torch.empty((N, c1 + c3 + c5 + cp, H, W), device=x.device, dtype=x.dtype,
-                      memory_format=layout_of(x))
+                      memory_format=torch.channels_last)
     red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN)
     pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp), LRN)
     fold = backends.fold_bias(x)  # the 3×3 / 5×5 biases added by the LRN op, not by cuDNN
@@ -57,7 +59,7 @@ def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
 def _(x, w_red, b_red, w3, b3, w5, b5, wp, bp):
     c1, _, _, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     N, _, H, W = x.shape
-    return x.new_empty((N, c1 + c3 + c5 + cp, H, W)).contiguous(memory_format=layout_of(x))
+    return x.new_empty((N, c1 + c3 + c5 + cp, H, W)).contiguous(memory_format=torch.channels_last)
 
 
 def _setup_context(ctx, inputs, output):

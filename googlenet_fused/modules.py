@@ -5,10 +5,11 @@ keys and constructor signatures are identical; only ``forward`` changes. The bac
 per call by googlenet_fused.backends.
 
 Layout: a fused module returns its output in its input's memory format, as PyTorch's own
-modules do. Inside, the CPU path works channels_last (oneDNN's convolutions, the pool branch and
-the LRN kernel are fastest there), so a standalone FusedInception fed NCHW pays two conversions;
-a GoogLeNet that went through :func:`fuse` (and FusedGoogLeNet) converts its input once at the
-entry and stays channels_last between modules.
+modules do. Inside, every backend but "reference" works channels_last on every device (the
+Triton GEMMs read each pixel's channels as one contiguous row; oneDNN's and cuDNN's convolutions,
+the pool branch and the LRN kernel are fastest there), so a standalone FusedInception fed NCHW
+pays two conversions; a GoogLeNet that went through :func:`fuse` (and FusedGoogLeNet) converts
+its input once at the entry and stays channels_last between modules.
 """
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ class FusedInception(Inception):
     reference module's state works with ``strict=True``. See googlenet_fused.backends for the
     backends; "auto" picks the fastest that supports the input.
 
-    The output has the input's memory format (NCHW in, NCHW out). On CPU the native backend
-    computes channels_last, so NCHW input costs a conversion at the entry and one at the exit:
+    The output has the input's memory format (NCHW in, NCHW out). The fused backends compute
+    channels_last, so NCHW input costs a conversion at the entry and one at the exit:
     inception 4a at batch 16, fp32, on the 2-core development CPU takes 8.5 ms from NCHW and
     7.2 ms from channels_last (measured side by side). Feed channels_last input (as a fused
     GoogLeNet does between its modules) to skip both.
@@ -112,9 +113,9 @@ class FusedInception(Inception):
     def _native(self, x):
         w_red, b_red = self.reduction_weights()
         conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
-        if x.device.type == "cpu":
-            # oneDNN's convolutions (and the extension's pooling and LRN) are fastest here.
-            x = x.contiguous(memory_format=torch.channels_last)
+        # oneDNN's and cuDNN's convolutions (and the extension's pooling and LRN) are fastest
+        # channels_last.
+        x = x.contiguous(memory_format=torch.channels_last)
         c1, c3r = self.case1[0].out_channels, self.case2[0].out_channels
         c5r = w_red.shape[0] - c1 - c3r
         fold = backends.fold_bias(x)  # biases added by the LRN ops instead of the convolutions
@@ -160,8 +161,8 @@ class FusedLocalResponseNorm(nn.LocalResponseNorm):
 
 class FusedGoogLeNet(GoogLeNet):
     """The reference :class:`GoogLeNet` with everything :func:`fuse` does to one: the nine
-    inception modules fused, the stem's LRNs through the extension, its ReLUs in place and, on
-    CPU, activations channels_last from the input on. state_dict-compatible with GoogLeNet
+    inception modules fused, the stem's LRNs through the extension, its ReLUs in place and
+    activations channels_last from the input on (an NCHW input is converted once). state_dict-compatible with GoogLeNet
     (strict)."""
 
     def __init__(self, image_shape, n_classes=10, backend: str = "auto"):
@@ -172,15 +173,13 @@ class FusedGoogLeNet(GoogLeNet):
 
 def _network_entry(backend: str, model: nn.Module, args):
     """Forward pre-hook of a fused GoogLeNet: refuse an input the backend cannot run, naming the
-    user's input (not an inner module's), and on CPU go channels_last once, for every module
-    after it (the network's output is [N, classes]: its layout does not show)."""
+    user's input (not an inner module's), and go channels_last once, for every module after it
+    (the network's output is [N, classes]: its layout does not show)."""
     x = args[0] if args else None
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         return None
     backends.select(backend, x)
-    if x.device.type == "cpu":
-        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
-    return None
+    return (x.contiguous(memory_format=torch.channels_last), *args[1:])
 
 
 def _fuse_stem(stem: nn.Sequential) -> None:
@@ -200,7 +199,7 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     - every ``nn.LocalResponseNorm`` becomes a :class:`FusedLocalResponseNorm` (exact on signed
       input, whatever follows it), unless ``backend == "reference"``;
     - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's ReLUs in place and
-      an entry hook that checks the backend against the input and, on CPU, makes activations
+      an entry hook that checks the backend against the input and makes activations
       channels_last once for the whole network.
 
     Logs how many modules were swapped. Calling it twice changes nothing more.

@@ -1,4 +1,4 @@
-"""1×1 convolution + bias + LRN + ReLU as one Triton GEMM, stored through strides.
+"""1×1 convolution + bias + LRN + ReLU as one Triton GEMM over channels_last pixels.
 
 Two launchers share the kernel:
 - ``reductions_1x1``: the three 1×1 convolutions of an inception module that read the same input
@@ -7,12 +7,15 @@ Two launchers share the kernel:
 - ``pool_projection``: the 3×3 / stride 1 / pad 1 max pool computed while loading the GEMM's
   operand (no pooled tensor in memory), then the pool projection, stored into the output slice.
 
-The GEMM: rows are the pixels of one image (M = H·W), columns the output channels, K the input
-channels. LRN needs each channel's ±size/2 neighbours, so column tiles overlap by that halo: a
-tile of BLOCK_N columns stores only its BLOCK_N - (size - 1) inner ones. The window sums are one
-more small tensor-core dot, (u²) @ band, where band[j, i] = 1 when channel j lies in the window of
-channel i inside the same branch: that keeps the window inside each branch and costs BLOCK_N / K
-of the main GEMM, far cheaper than leaving the tile.
+The GEMM: rows are the N·H·W pixels of the batch, each a contiguous vector of channels
+(channels_last), columns the output channels, K the input channels. Column tiles follow the
+branch boundaries (kernels/tiling.py): LRN needs each channel's in-branch window, so a tile
+stores only the channels whose window it holds, and the launcher passes the plan as a small
+table. The window sums are one more tensor-core dot, (u²) @ band, with band[j, i] = 1 when
+channel j lies in channel i's window inside the same branch; its operands are 16-bit (the 0/1
+band is exact) and u² is split into as many bf16 terms as the output's precision needs.
+Programs run in groups of GROUP_M row tiles × all column tiles, so the column tiles of a row
+block read x while it is in L2.
 """
 from __future__ import annotations
 
@@ -22,62 +25,83 @@ import torch
 import triton
 import triton.language as tl
 
+from . import tiling
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+GROUP_M = 8
 
 
 def configs(pool: bool) -> list[triton.Config]:
-    """Autotune candidates (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages).
-
-    The pool variant's nine window loads would each be multi-buffered in shared memory by the
-    software pipeliner (over 200 KB in fp32), so it runs unpipelined. The interpreter runs every
-    config it is given, so it gets one.
-    """
+    """Autotune candidates from kernels/tiling.py. The interpreter runs every config it is
+    given, so it gets one."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64})]
-    stages = 1 if pool else 3
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=stages)
-        for bm, bn, bk, w in [(64, 64, 32, 4), (128, 64, 32, 4), (128, 128, 32, 8)]
-    ]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w,
+                          num_stages=s)
+            for bm, bn, bk, w, s in (tiling.POOL_CONFIGS if pool else tiling.REDUCTIONS_CONFIGS)]
 
 
-# Shape and batch-stride arguments vary from module to module: specializing on them (== 1,
-# divisible by 16) would compile a new kernel per shape for no gain. Channel and pixel strides
-# stay specialized: a stride of 1 is what makes loads vectorize.
-@triton.jit(do_not_specialize=["sxn", "o0n", "o1n", "o2n", "H", "W", "K", "C0", "C1", "C_TOTAL"])
+def _prune(configs, named_args, **kwargs):
+    channels = [named_args["C0"], named_args["C1"],
+                named_args["C_TOTAL"] - named_args["C0"] - named_args["C1"]]
+    as_tuples = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+                  c.num_stages): c for c in configs}
+    kept = tiling.prune(list(as_tuples), [c for c in channels if c], kwargs["SIZE"],
+                        named_args["M"])
+    return [as_tuples[t] for t in kept]
+
+
+# Specialization stays on for pointers, K and the row strides: "divisible by 16" is what lets
+# the loads be 16-byte vectors and cp.async copies. Not on M, H, W (row masks and the pool's
+# border test only), the branch sizes (column masks), the plan's stride (scalar loads) and
+# M_BUCKET (an autotune key the kernel never reads): their divisibility changes no code.
+@triton.jit(do_not_specialize=["M", "H", "W", "C0", "C1", "C_TOTAL", "plan_stride", "M_BUCKET"])
 def _conv1x1_lrn_relu_kernel(
-    x_ptr, sxn, sxc, sxh, sxw,        # input [N, K, H, W], any strides
-    w_ptr, swc, swk,                  # stacked weights [C_TOTAL, K]
+    x_ptr, sxm,                       # input rows [M, K]: pixel m at x_ptr + m * sxm, channels contiguous
+    w_ptr,                            # stacked weights [C_TOTAL, K], contiguous
     b_ptr,                            # stacked bias [C_TOTAL]
-    o0_ptr, o0n, o0c, o0h, o0w,       # destination of branch 0: channels [0, C0)
-    o1_ptr, o1n, o1c, o1h, o1w,       # branch 1: channels [C0, C0 + C1) (NUM_BRANCHES == 3)
-    o2_ptr, o2n, o2c, o2h, o2w,       # branch 2: channels [C0 + C1, C_TOTAL) (NUM_BRANCHES == 3)
-    H, W, K, C0, C1, C_TOTAL,
+    o0_ptr, o0m,                      # rows of branch 0's destination: channels [0, C0)
+    o1_ptr, o1m,                      # branch 1: channels [C0, C0 + C1) (NUM_BRANCHES == 3)
+    o2_ptr, o2m,                      # branch 2: channels [C0 + C1, C_TOTAL) (NUM_BRANCHES == 3)
+    plan_ptr, plan_stride,            # column tiles per BLOCK_N: [count, (start, lo, hi) * count]
+    M, H, W, K, C0, C1, C_TOTAL, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
     SIZE: tl.constexpr,               # LRN window, in channels
     POOL: tl.constexpr,               # max pool 3×3/s1/p1 the input while loading it
     NUM_BRANCHES: tl.constexpr,       # 1 or 3 destinations
-    UPCAST: tl.constexpr,             # dot in fp32 (the interpreter's bf16 dot is wrong)
+    UPCAST: tl.constexpr,             # dots in fp32: the interpreter's bf16 dot is wrong
     DOT_PRECISION: tl.constexpr,      # "tf32" or "ieee" for fp32 operands
+    WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP: tl.constexpr,
 ):
     HALO_LO: tl.constexpr = SIZE // 2
     HALO_HI: tl.constexpr = (SIZE - 1) // 2
-    STEP: tl.constexpr = BLOCK_N - HALO_LO - HALO_HI   # columns each tile stores
 
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    HW = H * W
-    tiles_per_image = tl.cdiv(HW, BLOCK_M)
-    n = (pid_m // tiles_per_image).to(tl.int64)
-    hw = (pid_m % tiles_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = hw < HW
-    h = hw // W
-    w = hw % W
-    c = pid_n * STEP - HALO_LO + tl.arange(0, BLOCK_N)   # output channel of each column
-    c_mask = (c >= 0) & (c < C_TOTAL)
+    # Grouped raster: GROUP row tiles × every column tile, column tiles of a row block together.
+    plan = plan_ptr + (BLOCK_N // 64) * plan_stride    # rows for BLOCK_N = 32, 64, 128, -, 256
+    num_pid_n = tl.load(plan)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    pid = tl.program_id(0)
+    per_group = GROUP * num_pid_n
+    first_m = (pid // per_group) * GROUP
+    group_rows = tl.minimum(num_pid_m - first_m, GROUP)
+    pid_m = first_m + (pid % per_group) % group_rows
+    pid_n = (pid % per_group) // group_rows
+    start = tl.load(plan + 1 + 3 * pid_n)
+    store_lo = tl.load(plan + 2 + 3 * pid_n)
+    store_hi = tl.load(plan + 3 + 3 * pid_n)
 
-    x_img = x_ptr + n * sxn
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = m < M
+    x_rows = x_ptr + m.to(tl.int64) * sxm
+    c = start + tl.arange(0, BLOCK_N)                  # output channel of each column
+    c_mask = c < C_TOTAL
+    w_cols = w_ptr + c.to(tl.int64) * K
+    if POOL:
+        h = (m // W) % H
+        w = m % W
+
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + tl.arange(0, BLOCK_K)
@@ -86,55 +110,158 @@ def _conv1x1_lrn_relu_kernel(
             a = tl.full((BLOCK_M, BLOCK_K), float("-inf"), x_ptr.dtype.element_ty)
             for dh in tl.static_range(3):
                 for dw in tl.static_range(3):
-                    hh = h + (dh - 1)
-                    ww = w + (dw - 1)
-                    inside = m_mask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-                    v = tl.load(x_img + hh[:, None] * sxh + ww[:, None] * sxw + kk[None, :] * sxc,
+                    inside = (m_mask & (h + dh - 1 >= 0) & (h + dh - 1 < H)
+                              & (w + dw - 1 >= 0) & (w + dw - 1 < W))
+                    v = tl.load(x_rows[:, None] + ((dh - 1) * W + (dw - 1)) * sxm + kk[None, :],
                                 mask=inside[:, None] & k_mask[None, :], other=float("-inf"))
                     a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)  # NaN wins, as in ATen
             # -inf in padding rows/columns would make -inf * 0 = NaN in the dot
             a = tl.where(m_mask[:, None] & k_mask[None, :], a, 0.0).to(x_ptr.dtype.element_ty)
         else:
-            a = tl.load(x_img + h[:, None] * sxh + w[:, None] * sxw + kk[None, :] * sxc,
-                        mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-        b = tl.load(w_ptr + c[None, :] * swc + kk[:, None] * swk,
-                    mask=c_mask[None, :] & k_mask[:, None], other=0.0)
+            a = tl.load(x_rows[:, None] + kk[None, :], mask=m_mask[:, None] & k_mask[None, :],
+                        other=0.0)
+        b = tl.load(w_cols[None, :] + kk[:, None], mask=c_mask[None, :] & k_mask[:, None],
+                    other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     bias = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    u = acc + bias[None, :]        # columns outside [0, C_TOTAL) are exactly 0
+    u = acc + bias[None, :]        # columns past C_TOTAL are exactly 0
 
-    # LRN window sums: s[:, i] = sum_j u[:, j]^2 * band[j, i]
+    # LRN window sums s[:, i] = sum_j u[:, j]^2 * band[j, i], u² split into bf16 terms (each
+    # term exact in the dot, the sum in fp32): 8 more bits of u² per term.
     branch = (c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
     offset = c[:, None] - c[None, :]
-    band = (branch[:, None] == branch[None, :]) & (offset >= -HALO_LO) & (offset <= HALO_HI)
-    s = tl.dot(u * u, band.to(tl.float32), input_precision=DOT_PRECISION)
+    in_window = (branch[:, None] == branch[None, :]) & (offset >= -HALO_LO) & (offset <= HALO_HI)
+    band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (the interpreter's bool -> bf16 is wrong)
+    if UPCAST:
+        band = band.to(tl.float32)
+    rest = u * u
+    s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for _ in tl.static_range(WINDOW_TERMS):
+        term = rest.to(tl.bfloat16)
+        rest = rest - term.to(tl.float32)
+        if UPCAST:
+            term = term.to(tl.float32)
+        s = tl.dot(term, band, s)
     d = lrn_k + alpha_over_size * s
     y = u * tl.exp2(-beta * tl.log2(d))          # u * d ** -beta
     y = tl.where(y < 0.0, 0.0, y)                # ReLU; NaN stays NaN
 
-    col = tl.arange(0, BLOCK_N)
-    keep = m_mask[:, None] & (c_mask & (col >= HALO_LO) & (col < HALO_LO + STEP))[None, :]
+    keep = m_mask[:, None] & ((c >= store_lo) & (c < store_hi))[None, :]
     out = y.to(o0_ptr.dtype.element_ty)
-    tl.store(o0_ptr + n * o0n + h[:, None] * o0h + w[:, None] * o0w + c[None, :] * o0c, out,
-             mask=keep & (c < C0)[None, :])
+    m64 = m.to(tl.int64)
+    tl.store(o0_ptr + m64[:, None] * o0m + c[None, :], out, mask=keep & (c < C0)[None, :])
     if NUM_BRANCHES == 3:
-        c1 = c - C0
-        tl.store(o1_ptr + n * o1n + h[:, None] * o1h + w[:, None] * o1w + c1[None, :] * o1c, out,
+        tl.store(o1_ptr + m64[:, None] * o1m + (c - C0)[None, :], out,
                  mask=keep & ((c >= C0) & (c < C0 + C1))[None, :])
-        c2 = c - C0 - C1
-        tl.store(o2_ptr + n * o2n + h[:, None] * o2h + w[:, None] * o2w + c2[None, :] * o2c, out,
+        tl.store(o2_ptr + m64[:, None] * o2m + (c - C0 - C1)[None, :], out,
                  mask=keep & (c >= C0 + C1)[None, :])
 
 
-_TUNE_KEY = ["H", "W", "K", "C_TOTAL"]
-_reductions_kernel = triton.autotune(configs(pool=False), key=_TUNE_KEY)(_conv1x1_lrn_relu_kernel)
-_pool_kernel = triton.autotune(configs(pool=True), key=_TUNE_KEY)(_conv1x1_lrn_relu_kernel)
+# Layout is not in the key: every launch reads channels_last rows. M_BUCKET is the batch's
+# power-of-two bucket: a config tuned at batch 256 is not reused at batch 1.
+_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C_TOTAL"]
+_PRUNE = {"early_config_prune": _prune}
+_reductions_kernel = triton.autotune(configs(pool=False), key=_TUNE_KEY,
+                                     prune_configs_by=_PRUNE)(_conv1x1_lrn_relu_kernel)
+_pool_kernel = triton.autotune(configs(pool=True), key=_TUNE_KEY,
+                               prune_configs_by=_PRUNE)(_conv1x1_lrn_relu_kernel)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# bf16 terms of u² in the window sums: 8 bits each, enough for the output's precision (fp32
+# "ieee" gets all 24 bits; tf32's own products keep 10).
+_WINDOW_TERMS = {torch.float16: 2, torch.bfloat16: 1, "tf32": 2, "ieee": 3}
+
+
+def fp32_precision() -> str:
+    """"tf32" or "ieee" for fp32 operands, decided as torch decides it for cuDNN convolutions:
+    ``torch.backends.cudnn.conv.fp32_precision``, inherited from ``cudnn.fp32_precision`` and
+    ``torch.backends.fp32_precision`` when "none". The legacy ``allow_tf32`` flag is not read:
+    torch refuses to mix the two APIs once a user has set the new one."""
+    for setting in (torch.backends.cudnn.conv, torch.backends.cudnn, torch.backends):
+        value = getattr(setting, "fp32_precision", "none")
+        if value != "none":
+            return "tf32" if value == "tf32" else "ieee"
+    return "tf32"  # cuDNN's default for convolutions
+
+
+def pixel_rows(t: torch.Tensor) -> int | None:
+    """The pixel stride when ``t`` [N, C, H, W] is a channels_last matrix of N·H·W rows with
+    contiguous channels (a whole tensor or a channel slice of one), else None."""
+    N, C, H, W = t.shape
+    sn, sc, sh, sw = t.stride()
+    if C > 1 and sc != 1:
+        return None
+    row = sw if W > 1 else sh // W if H > 1 else sn // (H * W) if N > 1 else C
+    if row < C or (W > 1 and sw != row) or (H > 1 and sh != W * row) or (
+            N > 1 and sn != H * W * row):
+        return None
+    return row
+
+
+_PLANS: dict = {}
+
+
+def _plan_table(channels, size, device) -> tuple[torch.Tensor, int, dict]:
+    """The column plans of every BLOCK_N as one int32 table (cached: made once per module
+    shape and device, before any CUDA graph capture), its row stride and {BLOCK_N: tiles}."""
+    key = (tuple(channels), size, str(device))
+    if key not in _PLANS:
+        widths = sorted({cfg[1] for cfg in tiling.REDUCTIONS_CONFIGS + tiling.POOL_CONFIGS} | {64})
+        plans = {bn: tiling.column_plan(channels, size, bn) for bn in widths}
+        stride = 1 + 3 * max(len(p) for p in plans.values())
+        table = torch.zeros((max(widths) // 64 + 1) * stride, dtype=torch.int32)
+        for bn, plan in plans.items():
+            row = (bn // 64) * stride
+            table[row] = len(plan)
+            table[row + 1:row + 1 + 3 * len(plan)] = torch.tensor(plan).flatten()
+        _PLANS[key] = (table.to(device), stride, {bn: len(p) for bn, p in plans.items()})
+    return _PLANS[key]
+
+
+def launch_arguments(x, weight, bias, dests, channels, pool, lrn):
+    """(kernel, grid, positional arguments, constexpr keywords) of one launch; x and every
+    destination are channels_last row matrices (see ``pixel_rows``). tests/test_codegen.py
+    compiles what this returns, so the checked code is the code that runs."""
+    size, alpha, beta, k = lrn
+    N, K, H, W = x.shape
+    M = N * H * W
+    c_total = weight.shape[0]
+    table, stride, tiles = _plan_table(channels, size, x.device)
+    slots = list(dests) + [dests[0]] * (3 - len(dests))   # unused slots: never stored to
+    precision = fp32_precision()
+    terms = _WINDOW_TERMS[x.dtype if x.dtype != torch.float32 else precision]
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * tiles[meta["BLOCK_N"]],)
+
+    args = [x, pixel_rows(x), weight, bias, *(a for d in slots for a in (d, pixel_rows(d))),
+            table, stride, M, H, W, K, channels[0], channels[1] if len(channels) > 1 else 0,
+            c_total, triton.next_power_of_2(M), float(k), float(alpha) / size, float(beta)]
+    constexprs = dict(SIZE=size, POOL=pool, NUM_BRANCHES=len(channels),
+                      UPCAST=INTERPRET, DOT_PRECISION=precision,
+                      WINDOW_TERMS=terms, GROUP=GROUP_M)
+    return (_pool_kernel if pool else _reductions_kernel), grid, args, constexprs
+
+
+def _launch(x, weight, bias, dests, channels, pool, lrn):
+    N, _, H, W = x.shape
+    if N * H * W == 0:
+        return
+    if pixel_rows(x) is None:  # NCHW or other strides: one conversion
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight, bias = weight.contiguous(), bias.contiguous()
+    staged = [d if pixel_rows(d) is not None else
+              torch.empty_like(d, memory_format=torch.channels_last) for d in dests]
+    kernel, grid, args, constexprs = launch_arguments(x, weight, bias, staged, channels, pool,
+                                                      lrn)
+    kernel[grid](*args, **constexprs)
+    for d, s in zip(dests, staged):
+        if s is not d:
+            d.copy_(s)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, outs, who: str):
@@ -157,38 +284,14 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, outs, who:
             raise ValueError(f"{who}: {name} is on {t.device} but the input is on {x.device}")
         if t.dtype != x.dtype:
             raise TypeError(f"{who}: {name} is {t.dtype} but the input is {x.dtype}")
-    if x.device.type != "cuda" and not INTERPRET:
-        raise RuntimeError(f"{who}: Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for "
-                           f"CPU tensors); got a tensor on {x.device}")
+    check_device(x, who)
     return weight
 
 
-def _launch(x, weight, bias, dests, channels, pool, lrn):
-    size, alpha, beta, k = lrn
-    N, K, H, W = x.shape
-    c_total = weight.shape[0]
-    if N * H * W == 0:
-        return
-    dests = list(dests) + [dests[0]] * (3 - len(dests))   # unused slots: never stored to
-    fp32_precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
-    halo = size - 1
-
-    def grid(meta):
-        return (N * triton.cdiv(H * W, meta["BLOCK_M"]),
-                triton.cdiv(c_total, meta["BLOCK_N"] - halo))
-
-    kernel = _pool_kernel if pool else _reductions_kernel
-    kernel[grid](
-        x, *x.stride(),
-        weight, *weight.stride(),
-        bias,
-        *(arg for d in dests for arg in (d, *d.stride())),
-        H, W, K, channels[0], channels[1] if len(channels) > 1 else 0, c_total,
-        float(k), float(alpha) / size, float(beta),
-        SIZE=size, POOL=pool, NUM_BRANCHES=len(channels),
-        UPCAST=INTERPRET and x.dtype == torch.bfloat16,
-        DOT_PRECISION=fp32_precision,
-    )
+def check_device(x: torch.Tensor, who: str):
+    if x.device.type != "cuda" and not INTERPRET:
+        raise RuntimeError(f"{who}: Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for "
+                           f"CPU tensors); got a tensor on {x.device}")
 
 
 def _check_dest(name, t, shape):
@@ -201,9 +304,12 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0)):
 
     x: [N, Cin, H, W]; weight: the stacked 1×1 weights [c1 + c3r + c5r, Cin(, 1, 1)]; bias
     [c1 + c3r + c5r]; channels = (c1, c3r, c5r). Writes relu(lrn(conv(x)[:, :c1])) into ``out1``
-    ([N, c1, H, W], any strides, e.g. a channel slice of the module output) and returns the two
-    reductions, relu(lrn(.)) of the next c3r and c5r channels, as new tensors in x's layout.
-    ``lrn`` = (size, alpha, beta, k); each branch is normalized over its own channels.
+    ([N, c1, H, W], e.g. a channel slice of the module output) and returns the two reductions,
+    relu(lrn(.)) of the next c3r and c5r channels, as new channels_last tensors. ``lrn`` =
+    (size, alpha, beta, k); each branch is normalized over its own channels.
+
+    The kernel reads x as channels_last pixel rows: other layouts cost one conversion copy, and
+    an ``out1`` that is not a channels_last matrix (NCHW, say) is written through a staging copy.
     """
     c1, c3r, c5r = channels
     weight = _check(x, weight, bias, [("out1", out1)], "reductions_1x1")
@@ -212,18 +318,19 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0)):
         raise ValueError(f"reductions_1x1: channels {tuple(channels)} do not add up to the "
                          f"{weight.shape[0]} rows of the stacked weights")
     _check_dest("reductions_1x1: out1", out1, (N, c1, H, W))
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    red3 = torch.empty((N, c3r, H, W), device=x.device, dtype=x.dtype, memory_format=layout)
-    red5 = torch.empty((N, c5r, H, W), device=x.device, dtype=x.dtype, memory_format=layout)
+    red3 = torch.empty((N, c3r, H, W), device=x.device, dtype=x.dtype,
+                       memory_format=torch.channels_last)
+    red5 = torch.empty((N, c5r, H, W), device=x.device, dtype=x.dtype,
+                       memory_format=torch.channels_last)
     _launch(x, weight, bias, [out1, red3, red5], (c1, c3r, c5r), pool=False, lrn=lrn)
     return red3, red5
 
 
 def pool_projection(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
-    """relu(lrn(conv1x1(max_pool2d(x, 3, 1, 1)))) into ``out`` [N, Cp, H, W] (any strides).
+    """relu(lrn(conv1x1(max_pool2d(x, 3, 1, 1)))) into ``out`` [N, Cp, H, W].
 
     The max pool happens in the GEMM's operand load: no pooled tensor is written to memory.
+    Layouts as in ``reductions_1x1``.
     """
     weight = _check(x, weight, bias, [("out", out)], "pool_projection")
     N, _, H, W = x.shape

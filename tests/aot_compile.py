@@ -1,8 +1,18 @@
-"""Compile every Triton kernel config for the H200 (sm_90) without a GPU; print JSON results.
+"""Compile the Triton kernels for the H200 (sm_90) without a GPU, exactly as the launcher would
+specialize them; print one JSON row per compiled variant.
 
-Run in its own process: the tests run the interpreter (TRITON_INTERPRET=1), whose functions
+    python tests/aot_compile.py --out DIR
+
+For the nine inception modules at batch 1 and 256, channels_last, in fp32 / fp16 / bf16, the
+real launchers (reductions_1x1, pool_projection) run on CPU tensors with the kernels swapped for
+recorders; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
+"divisible by 16", pointer alignment) and compiled for every config of its autotune list.
+Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
+module and batch that use it; the JSON rows name the files.
+Run in its own process: the tests use the interpreter (TRITON_INTERPRET=1), whose functions
 cannot be compiled for a GPU.
 """
+import argparse
 import json
 import os
 import sys
@@ -10,40 +20,110 @@ import time
 
 os.environ["TRITON_INTERPRET"] = "0"
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
+from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 from googlenet_fused.kernels import conv1x1_lrn_relu as K  # noqa: E402
+from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa: E402
 
-POINTERS = {"x_ptr", "w_ptr", "b_ptr", "o0_ptr", "o1_ptr", "o2_ptr"}
-FLOATS = {"lrn_k", "alpha_over_size", "beta"}
+TARGET = GPUTarget("cuda", 90, 64)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BATCHES = (1, 256)
 
 
-def main():
+class Recorder:
+    """Stands in for an autotuned kernel: keeps what the launcher passes."""
+
+    def __init__(self, name, autotuner):
+        self.name, self.autotuner, self.calls = name, autotuner, []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.calls.append((args, kwargs))
+
+
+def record_launches():
+    """{(kernel name, dtype): [(module, batch, args, constexprs)]} from the real launchers."""
+    recorders = {"reductions": Recorder("reductions", K._reductions_kernel),
+                 "pool": Recorder("pool", K._pool_kernel)}
+    K.check_device = lambda x, who: None  # CPU tensors stand in for CUDA ones: nothing runs
+    K._reductions_kernel, K._pool_kernel = recorders["reductions"], recorders["pool"]
+    launches = {}
+    for dtype_name, dtype in DTYPES.items():
+        for name, (cin, c1, c3r, c3, c5r, c5, cp) in INCEPTION_CONFIGS.items():
+            s = SPATIAL_AT_224[name]
+            for n in BATCHES:
+                # torch.empty does not touch memory: batch 256 costs no RAM until written
+                x = torch.empty((n, cin, s, s), dtype=dtype, memory_format=torch.channels_last)
+                out = torch.empty((n, c1 + c3 + c5 + cp, s, s), dtype=dtype,
+                                  memory_format=torch.channels_last)
+                w, b = torch.empty(c1 + c3r + c5r, cin, dtype=dtype), torch.empty(c1 + c3r + c5r,
+                                                                                  dtype=dtype)
+                wp, bp = torch.empty(cp, cin, dtype=dtype), torch.empty(cp, dtype=dtype)
+                for rec in recorders.values():
+                    rec.calls.clear()
+                K.reductions_1x1(x, w, b, (c1, c3r, c5r), out.narrow(1, 0, c1))
+                K.pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp))
+                for rec in recorders.values():
+                    for args, kwargs in rec.calls:
+                        launches.setdefault((rec.name, dtype_name), []).append(
+                            (name, n, args, kwargs))
+    return recorders, launches
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True, help="folder for each variant's PTX and cubin")
+    opts = parser.parse_args(argv)
+    recorders, launches = record_launches()
     fn = K._conv1x1_lrn_relu_kernel
-    results = []
-    for pool in (False, True):
-        for dtype in ("fp32", "fp16", "bf16"):
-            for cfg in K.configs(pool):
-                constexprs = dict(cfg.kwargs, SIZE=5, POOL=pool, NUM_BRANCHES=1 if pool else 3,
-                                  UPCAST=False, DOT_PRECISION="tf32")
-                signature = {a: "constexpr" if a in constexprs else f"*{dtype}" if a in POINTERS
-                             else "fp32" if a in FLOATS else "i32" for a in fn.arg_names}
-                row = dict(pool=pool, dtype=dtype, config=str(cfg))
-                start = time.time()
-                try:
-                    k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                                       target=GPUTarget("cuda", 90, 64),
-                                       options=dict(num_warps=cfg.num_warps,
-                                                    num_stages=cfg.num_stages))
-                    row.update(ok=bool(k.asm["cubin"]), shared=k.metadata.shared,
-                               wgmma="wgmma" in k.asm["ptx"])
-                except Exception as exc:  # reported, and failed, by the test
-                    row.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
-                row["seconds"] = round(time.time() - start, 2)
+    backend = make_backend(TARGET)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    results, compiled = [], {}
+    for (kernel, dtype), calls in launches.items():
+        for module, batch, args, constexprs in calls:
+            for cfg in recorders[kernel].autotuner.configs:
+                kwargs = dict(constexprs, **cfg.kwargs, num_warps=cfg.num_warps,
+                              num_stages=cfg.num_stages)
+                bound, specialization, options = binder(*args, **kwargs)
+                options, signature, consts, attrs = fn._pack_args(backend, kwargs, bound,
+                                                                  specialization, options)
+                key = (kernel, dtype, str(cfg), repr(specialization))
+                row = dict(kernel=kernel, dtype=dtype, module=module, batch=batch,
+                           config=str(cfg), num_stages=cfg.num_stages,
+                           specialization=[list(map(str, s)) for s in specialization
+                                           if s[0] != "constexpr"])
+                if key not in compiled:
+                    start = time.time()
+                    try:
+                        k = triton.compile(ASTSource(fn=fn, signature=signature,
+                                                     constexprs=consts, attrs=attrs),
+                                           target=TARGET, options=options.__dict__)
+                        compiled[key] = dict(ok=True, shared=k.metadata.shared,
+                                             ptx=k.asm["ptx"], cubin=k.asm["cubin"],
+                                             seconds=round(time.time() - start, 2))
+                    except Exception as exc:  # reported, and failed, by the test
+                        compiled[key] = dict(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
+                    compiled[key].update(variant=len(compiled) - 1, kernel=kernel, dtype=dtype,
+                                         config=str(cfg), num_stages=cfg.num_stages)
+                    if compiled[key]["ok"]:
+                        os.makedirs(opts.out, exist_ok=True)
+                        c = cfg.kwargs
+                        stem = os.path.join(opts.out, (
+                            f"{kernel}_{dtype}_m{c['BLOCK_M']}n{c['BLOCK_N']}k{c['BLOCK_K']}"
+                            f"w{cfg.num_warps}s{cfg.num_stages}_{module}_b{batch}_"
+                            f"v{compiled[key]['variant']}"))
+                        with open(stem + ".ptx", "w") as f:
+                            f.write(compiled[key].pop("ptx"))
+                        with open(stem + ".cubin", "wb") as f:
+                            f.write(compiled[key].pop("cubin"))
+                        compiled[key].update(ptx=stem + ".ptx", cubin=stem + ".cubin")
+                row["variant"] = compiled[key]["variant"]
                 results.append(row)
-    json.dump(results, sys.stdout)
+    variants = {v["variant"]: v for v in compiled.values()}
+    json.dump(dict(launches=results, variants=variants), sys.stdout)
 
 
 if __name__ == "__main__":

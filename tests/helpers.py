@@ -1,4 +1,6 @@
 """Shared checks: accuracy judged against float64, with low-precision PyTorch as the yardstick."""
+import contextlib
+
 import torch
 
 FP32_TOL = dict(rtol=1e-5, atol=1e-5)
@@ -89,3 +91,18 @@ def check_backward(op, grad_out, branches, lrn=LRN, relu=True, bias=None):
                                       None if bias is None else [bias[i].float()])[0].to(b.dtype)
         assert_matches(g, e, lowp, what=f"backward branch {i} {tuple(b.shape)} {b.dtype}")
     return got
+
+
+@contextlib.contextmanager
+def fp32_precision(value: str):
+    """Convolutions and matmuls in fp32 at ``value`` ("ieee" or "tf32") through torch's
+    fp32_precision API (never the legacy allow_tf32 flags: torch refuses to mix the two)."""
+    settings = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [s.fp32_precision for s in settings]
+    try:
+        for s in settings:
+            s.fp32_precision = value
+        yield
+    finally:
+        for s, v in zip(settings, saved):
+            s.fp32_precision = v

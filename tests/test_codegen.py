@@ -1,11 +1,21 @@
-"""What the GPU compiler made of the extension's CUDA kernels, checked without a GPU.
+"""What the GPU compiler made of the extension's CUDA kernels and the Triton kernels, checked
+without a GPU.
 
 Each csrc/*.cu is compiled for the H200 (sm_90) with the flags torch's extension build uses,
 and the cubin is read: no register spills and no stack (ptxas and cuobjdump), no call to the
 64-bit division routines (nvdisasm names them), and 16-byte global loads and stores in the
 forward LRN kernels.
-GF_CODEGEN_DUMP=DIR keeps each cubin, its SASS and the ptxas log there.
+
+The Triton kernels are compiled by tests/aot_compile.py for every config of their autotune lists
+in fp32 / fp16 / bf16, specialized as their launcher specializes them for the nine modules at
+batch 1 and 256 (channels_last), and each variant is checked: no spills (cubin), shared memory
+within the H200's 227 KB, Hopper tensor-core MMA (wgmma), operand loads as 16-byte cp.async
+copies with more than one group in flight (the software pipeline is real), and a bounded number
+of variants.
+GF_CODEGEN_DUMP=DIR keeps each cubin, its SASS and the ptxas log there, and each Triton
+variant's PTX and cubin (named by kernel, dtype, config, module and batch).
 """
+import json
 import os
 import re
 import shutil
@@ -118,6 +128,88 @@ def test_forward_kernels_use_16_byte_loads_and_stores(cubin):
     for name, code in kernels.items():
         assert re.search(r"LDG\.E\.128", code), f"{name}: no 16-byte global load"
         assert re.search(r"STG\.E\.128", code), f"{name}: no 16-byte global store"
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+@pytest.fixture(scope="module")
+def triton_variants(tmp_path_factory):
+    out = os.environ.get("GF_CODEGEN_DUMP") or str(tmp_path_factory.mktemp("triton_codegen"))
+    script = os.path.join(ROOT, "tests", "aot_compile.py")
+    res = subprocess.run([sys.executable, script, "--out", out], capture_output=True, text=True,
+                         timeout=1800, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout)
+    for v in report["variants"].values():
+        if v["ok"]:
+            v["usage"] = subprocess.run([_tool("cuobjdump"), "-res-usage", v["cubin"]],
+                                        capture_output=True, text=True, check=True).stdout
+            with open(v["ptx"]) as f:
+                v["ptx_text"] = f.read()
+    return report
+
+
+@pytest.mark.slow
+def test_triton_every_config_and_dtype_compiles_for_both_kernels(triton_variants):
+    from googlenet_fused.kernels import tiling
+
+    variants = triton_variants["variants"].values()
+    failed = [f"{v['kernel']} {v['dtype']} {v['config']}: {v['error']}" for v in variants
+              if not v["ok"]]
+    assert not failed, "\n".join(failed)
+    for kernel, configs in (("reductions", tiling.REDUCTIONS_CONFIGS),
+                            ("pool", tiling.POOL_CONFIGS)):
+        for dtype in ("fp32", "fp16", "bf16"):
+            compiled = {v["config"] for v in variants
+                        if v["kernel"] == kernel and v["dtype"] == dtype}
+            assert len(compiled) == len(configs), (kernel, dtype, compiled)
+
+
+@pytest.mark.slow
+def test_triton_no_spills_and_shared_memory_fits(triton_variants):
+    for v in triton_variants["variants"].values():
+        entries = re.findall(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", v["usage"])
+        assert entries, v["usage"]
+        for regs, stack, local in entries:
+            assert stack == "0" and local == "0", (
+                f"{v['kernel']} {v['dtype']} {v['config']} spills: {regs} registers, "
+                f"{stack} B stack, {local} B local ({v['cubin']})")
+        assert v["shared"] <= 227 * 1024, f"{v['config']} needs {v['shared']} B of shared memory"
+
+
+@pytest.mark.slow
+def test_triton_wgmma_and_pipelined_16_byte_operand_loads(triton_variants):
+    for v in triton_variants["variants"].values():
+        ptx, what = v["ptx_text"], f"{v['kernel']} {v['dtype']} {v['config']}"
+        assert "wgmma.mma_async" in ptx, f"{what}: no Hopper tensor-core MMA (wgmma)"
+        copies = re.findall(r"cp\.async\.c[ag]\.shared\.global[^;]*?,\s*(0x[0-9a-f]+|\d+)", ptx)
+        assert copies, f"{what}: operands not loaded with cp.async"
+        sizes = {int(c, 0) for c in copies}
+        assert sizes == {16}, f"{what}: cp.async of {sorted(sizes)} bytes, not only 16-byte vectors"
+        # The pipeliner copies stage i + 1 while stage i multiplies; with S stages, S - 2 copy
+        # groups stay in flight at its wait (num_stages = 2 overlaps with none left waiting).
+        in_flight = [int(n) for n in re.findall(r"cp\.async\.wait_group\s+(\d+)", ptx)]
+        assert in_flight and max(in_flight) >= v["num_stages"] - 2, (
+            f"{what}: num_stages={v['num_stages']} but cp.async waits {sorted(set(in_flight))}")
+
+
+@pytest.mark.slow
+def test_triton_variants_are_few_and_shapes_share_them(triton_variants):
+    """Specialization is on ("divisible by 16" for pointers, K and row strides), but values are
+    not: the nine modules at batch 1 and 256 in three dtypes share a handful of variants."""
+    launches, variants = triton_variants["launches"], triton_variants["variants"]
+    assert {r["batch"] for r in launches} == {1, 256}
+    assert len({r["module"] for r in launches}) == 9
+    per_config = {}
+    for v in variants.values():
+        per_config.setdefault((v["kernel"], v["dtype"], v["config"]), []).append(v)
+    assert max(len(vs) for vs in per_config.values()) <= 2, "more than 2 specializations"
+    assert len(variants) <= 2 * len(per_config)
+    print(f"{len(variants)} compiled variants for {len(launches)} (module, batch, dtype, config) "
+          f"launches")
+    # K (the input channels) and x's pixel stride are "divisible by 16" for every module
+    for r in launches:
+        sig = r["specialization"]
+        assert sig[0] == ["*" + r["dtype"], "D"] and sig[1] == ["i32", "D"], sig[:2]
 
 
 if __name__ == "__main__":  # GF_CODEGEN_DUMP=DIR python tests/test_codegen.py

@@ -8,7 +8,7 @@ import torch.nn as nn
 from googlenet_fused import (INCEPTION_CONFIGS, FusedGoogLeNet, FusedInception,
                              FusedLocalResponseNorm, GoogLeNet, Inception, fuse)
 from googlenet_fused import backends
-from helpers import assert_matches
+from helpers import assert_matches, fp32_precision
 
 CPU_BACKENDS = ["native", "reference"] + (["triton"] if backends.TRITON_ERROR is None else [])
 ODD_CONFIGS = [(3, 1, 2, 5, 1, 3, 2), (17, 7, 3, 4, 1, 1, 1), (1, 1, 1, 1, 1, 1, 1)]
@@ -405,8 +405,7 @@ def test_gpu_modules(backend, dtype, name, n):
 @pytest.mark.parametrize("backend", ["triton", "native"])
 def test_gpu_training_and_compile(backend):
     cfg = INCEPTION_CONFIGS["4a"]
-    torch.backends.cudnn.allow_tf32 = False
-    try:
+    with fp32_precision("ieee"):
         ref, fused = pair(cfg, backend)
         ref.cuda(), fused.cuda()
         x = torch.randn(4, cfg.in_size, 14, 14, device="cuda")
@@ -416,8 +415,6 @@ def test_gpu_training_and_compile(backend):
         with torch.no_grad():
             torch.testing.assert_close(torch.compile(fused.eval(), fullgraph=True)(x), ref(x),
                                        rtol=1e-4, atol=1e-4)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
 
 
 @pytest.mark.gpu

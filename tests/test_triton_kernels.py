@@ -1,8 +1,6 @@
-"""Triton kernels: interpreter numerics on CPU, compilation for the H200, and GPU numerics."""
-import json
+"""Triton kernels: interpreter numerics on CPU and GPU numerics (their code for the H200 is
+checked in tests/test_codegen.py)."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,7 +8,7 @@ import torch.nn.functional as F
 
 from googlenet_fused import backends
 from googlenet_fused.reference import INCEPTION_CONFIGS
-from helpers import assert_matches, plain_lowp
+from helpers import assert_matches, fp32_precision, plain_lowp
 
 pytestmark = pytest.mark.skipif(backends.TRITON_ERROR is not None,
                                 reason=f"triton unusable: {backends.TRITON_ERROR}")
@@ -105,6 +103,96 @@ def test_interpreter_nan_propagates_through_pool_and_gemm():
     assert torch.equal(torch.isnan(out), torch.isnan(ref)) and torch.isnan(out).any()
 
 
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("block_n", [32, 128])
+@pytest.mark.parametrize("pool", [False, True], ids=["reductions", "pool"])
+def test_interpreter_column_plans_at_other_tile_widths(block_n, pool):
+    """The autotuner picks BLOCK_N; the interpreter's single config is 64. Launch the kernel
+    itself at other widths (halos inside branches, branches sharing a tile, 1-channel branches)."""
+    channels = (1, 37, 2) if not pool else (70,)
+    x = make_input((2, 19, 3, 5), torch.float32, "channels_last", "cpu")
+    w, b = torch.randn(sum(channels), 19) * 0.7, torch.randn(sum(channels))
+    dests = [torch.full((2, c, 3, 5), 777.0).contiguous(memory_format=torch.channels_last)
+             for c in channels]
+    kernel, grid, args, constexprs = K.launch_arguments(x, w, b, dests, channels, pool, LRN)
+    meta = dict(BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=16)
+    K._conv1x1_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
+    ref = [reference_pool(x, w, b)] if pool else reference_reductions(x, w, b, channels)
+    for got, want in zip(dests, ref):
+        assert_matches(got, want.double(), what=f"BLOCK_N={block_n} {channels}")
+
+
+@pytest.mark.parametrize("channels", [(64, 96, 16), (192, 96, 16), (384, 192, 48), (128,), (1,),
+                                      (1, 1, 1), (3, 17, 1), (130, 3, 17), (5, 200, 7)])
+@pytest.mark.parametrize("block_n", [16, 32, 64, 128])
+@pytest.mark.parametrize("size", [1, 2, 5, 7])
+def test_column_plan_stores_each_channel_once_with_its_window(channels, block_n, size):
+    from googlenet_fused.kernels import tiling
+
+    if block_n <= size - 1:
+        with pytest.raises(ValueError, match="cannot hold"):
+            tiling.column_plan(channels, size, block_n)
+        return
+    plan = tiling.column_plan(channels, size, block_n)
+    stored = [c for _, lo, hi in plan for c in range(lo, hi)]
+    assert stored == list(range(sum(channels)))
+    for start, lo, hi in plan:
+        assert start <= lo < hi <= start + block_n
+        for first, end in tiling.branch_bounds(channels):
+            for c in range(max(lo, first), min(hi, end)):  # the in-branch window is in the tile
+                assert start <= max(first, c - size // 2)
+                assert min(end - 1, c + (size - 1) // 2) < start + block_n
+
+
+def test_column_waste_over_the_nine_modules():
+    """Columns computed per column stored, over the nine modules' GEMMs weighted by their FLOPs,
+    for every config the autotuner keeps (the issue's goal: at most 10 %)."""
+    from googlenet_fused.kernels import tiling
+    from googlenet_fused.reference import SPATIAL_AT_224
+
+    exact = computed = 0.0
+    for name, (cin, c1, c3r, _, c5r, _, cp) in INCEPTION_CONFIGS.items():
+        for channels, configs in (((c1, c3r, c5r), tiling.REDUCTIONS_CONFIGS),
+                                  ((cp,), tiling.POOL_CONFIGS)):
+            kept = tiling.prune(configs, channels, 5, 256 * SPATIAL_AT_224[name] ** 2)
+            flops = sum(channels) * cin * SPATIAL_AT_224[name] ** 2
+            exact += flops
+            computed += flops * max(tiling.waste(channels, 5, cfg[1]) for cfg in kept)
+    assert computed / exact - 1 <= 0.10, f"{100 * (computed / exact - 1):.1f} % wasted"
+
+
+def test_fp32_precision_follows_torch_and_never_reads_the_legacy_flag():
+    settings = (torch.backends.cudnn.conv, torch.backends.cudnn, torch.backends)
+    saved = [s.fp32_precision for s in settings]
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "ieee"   # the new API, as a user sets it
+        assert K.fp32_precision() == "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "none"   # inherited from the parents
+        torch.backends.cudnn.fp32_precision = "tf32"
+        assert K.fp32_precision() == "tf32"
+        torch.backends.cudnn.fp32_precision = "none"
+        torch.backends.fp32_precision = "ieee"
+        assert K.fp32_precision() == "ieee"
+        x = torch.randn(1, 4, 2, 2)
+        K.pool_projection(x, torch.randn(3, 4), torch.randn(3), torch.empty(1, 3, 2, 2))
+    finally:
+        for s, v in zip(settings, saved):
+            s.fp32_precision = v
+
+
+def test_nchw_input_and_output_match_channels_last():
+    x = torch.randn(2, 12, 3, 4)
+    w, b = torch.randn(10, 12), torch.randn(10)
+    outs = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out1 = torch.empty(2, 4, 3, 4, memory_format=layout)
+        red3, red5 = K.reductions_1x1(x.contiguous(memory_format=layout), w, b, (4, 5, 1), out1)
+        assert red3.is_contiguous(memory_format=torch.channels_last)
+        outs[layout] = (out1, red3, red5)
+    for a, b_ in zip(*outs.values()):
+        assert torch.equal(a, b_)
+
+
 def test_bad_input_errors():
     x = torch.randn(2, 8, 4, 4)
     out = torch.empty(2, 3, 4, 4)
@@ -126,28 +214,6 @@ def test_bad_input_errors():
             K.pool_projection(x.cuda(), torch.randn(3, 8), torch.randn(3).cuda(), out.cuda())
 
 
-# --------------------------------------------------------------- compile for the H200 (AOT)
-@pytest.fixture(scope="module")
-def h200_builds():
-    script = os.path.join(os.path.dirname(__file__), "aot_compile.py")
-    res = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=1200)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("pool", [False, True], ids=["reductions", "pool"])
-@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
-def test_compiles_for_h200(h200_builds, pool, dtype):
-    rows = [r for r in h200_builds if r["pool"] == pool and r["dtype"] == dtype]
-    assert len(rows) >= 2, "every autotune config is compiled"
-    for r in rows:
-        assert r["ok"], f"{r['config']}: {r.get('error')}"
-        assert r["shared"] <= 227 * 1024, f"{r['config']} needs {r['shared']} B of shared memory"
-        if dtype != "fp32":
-            assert r["wgmma"], f"{r['config']}: no Hopper tensor-core MMA (wgmma) in the PTX"
-
-
 # ---------------------------------------------------------------------------- GPU numerics
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -155,12 +221,9 @@ def test_compiles_for_h200(h200_builds, pool, dtype):
 @pytest.mark.parametrize("n, hw, name", [(1, (14, 14), "4a"), (3, (7, 7), "5b"),
                                          (32, (28, 28), "3a"), (2, (5, 2), "4e")])
 def test_gpu_inception_configs(dtype, layout, n, hw, name):
-    torch.backends.cudnn.allow_tf32 = dtype != torch.float32
-    try:
+    with fp32_precision("ieee"):  # fp32 compared tightly; 16-bit dtypes are unaffected
         cin, c1, c3r, _, c5r, _, cp = INCEPTION_CONFIGS[name]
         run_case(n, cin, hw, (c1, c3r, c5r), cp, dtype, layout, "cuda")
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
 
 
 @pytest.mark.gpu

@@ -1,0 +1,85 @@
+"""How the 1×1 GEMM + LRN kernels tile their output channels, and their Hopper config list.
+
+Pure Python (no Triton import): the launcher, the autotuner's pruning and
+benchmarks/roofline.py all read the same plan, so the model counts the waste the kernel has.
+
+A column tile is BLOCK_N consecutive output channels of the stacked GEMM. LRN needs each
+channel's window inside its own branch, so a tile stores only the channels whose whole in-branch
+window it holds: a branch that fits in the tile needs no halo, a branch cut by the tile's end
+loses its last (size - 1) // 2 channels to the next tile, which starts size // 2 channels before
+them (not before its branch's start). Small branches share a tile (the window product keeps
+them apart).
+"""
+from __future__ import annotations
+
+import math
+
+# Hopper candidates (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). BLOCK_K 64 = 128-byte
+# rows of 16-bit operands; 3-4 stages of cp.async hide HBM latency behind the wgmma of the
+# previous steps; narrow N where rounding the branches up to a wide tile would waste. BLOCK_N
+# stops at 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256
+# (and at 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and
+# 3.8). tests/test_codegen.py compiles each config in every dtype and checks for spills.
+REDUCTIONS_CONFIGS = [
+    (128, 32, 64, 4, 4),
+    (128, 64, 64, 8, 4),
+    (64, 64, 64, 4, 4),
+    (64, 128, 64, 8, 3),
+]
+# The pool GEMM's operand is the max of nine loads: each pipeline stage holds nine A tiles, so
+# BLOCK_K 32 and two stages (BLOCK_K 64 spilled in fp32).
+POOL_CONFIGS = [
+    (64, 32, 32, 4, 2),
+    (64, 64, 32, 4, 2),
+    (128, 64, 32, 8, 2),
+    (64, 128, 32, 8, 2),
+]
+# Configs whose column waste is within this factor of the least wasteful BLOCK_N stay candidates.
+WASTE_SLACK = 1.05
+
+
+def branch_bounds(channels):
+    """[(first, end)) channel ranges of the branches stacked in ``channels``."""
+    bounds, start = [], 0
+    for c in channels:
+        bounds.append((start, start + c))
+        start += c
+    return bounds
+
+
+def column_plan(channels, size: int, block_n: int) -> list[tuple[int, int, int]]:
+    """Column tiles (start, store_lo, store_hi): the tile computes channels
+    [start, start + block_n) and stores [store_lo, store_hi). Tiles cover every channel once."""
+    halo_lo, halo_hi = size // 2, (size - 1) // 2
+    if block_n <= halo_lo + halo_hi:
+        raise ValueError(f"BLOCK_N = {block_n} cannot hold an LRN window of {size} channels")
+    bounds = branch_bounds(channels)
+    total = bounds[-1][1] if bounds else 0
+    tiles, lo = [], 0
+    while lo < total:
+        first = next(b0 for b0, b1 in bounds if b0 <= lo < b1)
+        start = max(first, lo - halo_lo)
+        end = start + block_n
+        hi = min(end, total)
+        cut = next(((b0, b1) for b0, b1 in bounds if b1 > end), None)
+        if cut is not None:  # that branch continues past the tile: keep its full windows only
+            hi = min(end, max(cut[0], end - halo_hi))
+        tiles.append((start, lo, hi))
+        lo = hi
+    return tiles
+
+
+def waste(channels, size: int, block_n: int) -> float:
+    """Computed columns per stored column (1.0 = no waste)."""
+    total = sum(channels)
+    return len(column_plan(channels, size, block_n)) * block_n / total if total else 1.0
+
+
+def prune(configs, channels, size: int, rows: int):
+    """The configs worth timing for one GEMM: BLOCK_N within WASTE_SLACK of the least column
+    waste, and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49)."""
+    by_n = {cfg[1]: waste(channels, size, cfg[1]) for cfg in configs}
+    best = min(by_n.values())
+    kept = [cfg for cfg in configs if by_n[cfg[1]] <= best * WASTE_SLACK]
+    short = [cfg for cfg in kept if cfg[0] <= max(64, 2 ** math.ceil(math.log2(max(rows, 1))))]
+    return short or kept
