@@ -7,12 +7,14 @@ Three implementations per module:
 - ``eager``: the reference in PyTorch eager: six cuDNN convolutions each followed by its own bias
   pass, F.local_response_norm as seven elementwise / pooling passes, ReLU, the pool branch's max
   pool, and torch.cat.
-- ``fused``: this project's triton backend as the code stands (kernels/conv1x1_lrn_relu.py,
-  csrc/): the reductions GEMM and the pool GEMM with their real waste (rows: the batch's pixels
-  padded to one BLOCK_M; columns: kernels/tiling.py's branch-following plan, halo included; the
-  bf16 window product), x read once per GEMM (grouped raster: a row block's column tiles run
-  while it is in L2), the 3×3 / 5×5 convolutions (biases folded into the LRN op), and the
-  extension's LRN + ReLU + concat. The GEMMs take the best of the configs their autotuner keeps.
+- ``fused``: this project's triton backend as the code stands (kernels/conv_lrn_relu.py): four
+  Triton GEMMs per module, each with bias + LRN + ReLU in its epilogue and stored into its slice
+  of the output: the merged 1×1 reductions, the pool projection (max pool in the operand load)
+  and the 3×3 / 5×5 branches as implicit GEMMs over (tap, channel). Their real waste is counted:
+  rows (the batch's pixels) padded to one BLOCK_M, columns from kernels/tiling.py's
+  branch-following plan with its LRN halo, the bf16 window product, the pool GEMM reading x a
+  second time; x is read once per GEMM (grouped raster: a row block's column tiles run while it
+  is in L2). Each GEMM takes the best of the configs its autotuner keeps.
 - ``ideal``: one kernel per module that reads x and the weights once, writes the output once,
   keeps every intermediate on chip and does exactly the convolutions' FLOPs.
 
@@ -39,7 +41,7 @@ L2_BYTES = 60e6
 LAUNCH_S = 2e-6  # launch + tail of one kernel in a stream of kernels (an estimate)
 ITEM = {"bf16": 2, "fp16": 2, "fp32": 4}
 LRN_SIZE = 5
-# bf16 terms of u² in the window product, kernels/conv1x1_lrn_relu.py (fp32: TF32 default)
+# bf16 terms of u² in the window product, kernels/conv_lrn_relu.py (fp32: TF32 default)
 WINDOW_TERMS = {"bf16": 1, "fp16": 2, "fp32": 2}
 # Passes of F.local_response_norm + ReLU over a tensor T: mul, pad, avg_pool3d, mul, add, pow
 # (one read and one write each), div (two reads, one write), relu (one read, one write).
@@ -63,9 +65,10 @@ def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def gemm_1x1(name, n, s, cin, channels, item, dtype, pool=False):
-    """The Triton 1×1 GEMM + LRN + ReLU with its real tiling, at the best config its autotuner
-    keeps (tiling.prune); ``channels`` are the branches it stacks."""
+def triton_gemm(name, n, s, k_total, channels, in_channels, weights, item, dtype, pool=False):
+    """One Triton GEMM + LRN + ReLU with its real tiling, at the best config its autotuner
+    keeps (tiling.prune): ``k_total`` is its reduction length (Cin · KS²), ``channels`` the
+    branches it stacks, ``in_channels`` the channels of each pixel it reads."""
     rows, cout = n * s * s, sum(channels)
     configs = tiling.prune(tiling.POOL_CONFIGS if pool else tiling.REDUCTIONS_CONFIGS, channels,
                            LRN_SIZE, rows)
@@ -73,25 +76,28 @@ def gemm_1x1(name, n, s, cin, channels, item, dtype, pool=False):
     for bm, bn, *_ in configs:
         columns = len(tiling.column_plan(channels, LRN_SIZE, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
-        k = Kernel(name, flops=2.0 * padded_rows * cin * columns,
+        k = Kernel(name, flops=2.0 * padded_rows * k_total * columns,
                    bf16_flops=WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns,
-                   bytes=(rows * cin + cout * cin + rows * cout) * item)
+                   bytes=(rows * in_channels + weights + rows * cout) * item)
         if best is None or k.seconds(dtype) < best.seconds(dtype):
             best = k
     return best
 
 
+def gemm_1x1(name, n, s, cin, channels, item, dtype, pool=False):
+    """A 1×1 GEMM (the merged reductions, or the pool projection)."""
+    return triton_gemm(name, n, s, cin, channels, cin, cin * sum(channels), item, dtype, pool)
+
+
 def fused_module(cfg, n, s, dtype):
     cin, c1, c3r, c3, c5r, c5, cp = cfg
-    item, px = ITEM[dtype], n * s * s
+    item = ITEM[dtype]
+    k5 = -(-c5r // 16) * 16  # the launcher pads a conv's input channels to 16 (4b's 5×5)
     return [
-        gemm_1x1("reductions GEMM (triton)", n, s, cin, [c1, c3r, c5r], item, dtype),
-        gemm_1x1("pool GEMM (triton)", n, s, cin, [cp], item, dtype, pool=True),
-        Kernel("conv3x3 (cuDNN, no bias)", _conv_flops(px, c3r, c3, 3),
-               px * (c3r + c3) * item + 9 * c3r * c3 * item),
-        Kernel("conv5x5 (cuDNN, no bias)", _conv_flops(px, c5r, c5, 5),
-               px * (c5r + c5) * item + 25 * c5r * c5 * item),
-        Kernel("lrn_relu_concat (extension)", 0.0, 2 * px * (c3 + c5) * item),
+        gemm_1x1("reductions GEMM", n, s, cin, [c1, c3r, c5r], item, dtype),
+        gemm_1x1("pool GEMM", n, s, cin, [cp], item, dtype, pool=True),
+        triton_gemm("3×3 GEMM", n, s, 9 * c3r, [c3], c3r, 9 * c3r * c3, item, dtype),
+        triton_gemm("5×5 GEMM", n, s, 25 * k5, [c5], k5, 25 * k5 * c5, item, dtype),
     ]
 
 
@@ -254,15 +260,19 @@ def report(batches=(32, 256), dtype="bf16") -> str:
     table, totals = module_table(batches, dtype)
     lines += table + [""] + kernel_table(max(batches), dtype) + [""]
     n = max(batches)
-    exact = gemm = window = 0.0
-    for name, (cin, c1, c3r, _, c5r, _, cp) in INCEPTION_CONFIGS.items():
+    exact, gemm, window = [0.0, 0.0], [0.0, 0.0], 0.0  # [1×1 GEMMs, all four GEMMs]
+    for name, cfg in INCEPTION_CONFIGS.items():
+        cin, c1, c3r, _, c5r, _, cp = cfg
         s = SPATIAL_AT_224[name]
-        exact += _conv_flops(n * s * s, cin, c1 + c3r + c5r + cp, 1)
-        for k in fused_module(INCEPTION_CONFIGS[name], n, s, dtype)[:2]:
-            gemm, window = gemm + k.flops, window + k.bf16_flops
-    lines += [f"1×1 GEMMs over the nine modules, batch {n}: {100 * (gemm / exact - 1):.1f} % more "
-              f"FLOPs than the convolutions (tile padding and LRN halo), window product "
-              f"{100 * window / exact:.1f} % on top.", ""]
+        ones = _conv_flops(n * s * s, cin, c1 + c3r + c5r + cp, 1)
+        exact = [exact[0] + ones, exact[1] + ideal_module(cfg, n, s, dtype)[0].flops]
+        kernels = fused_module(cfg, n, s, dtype)
+        gemm = [gemm[0] + sum(k.flops for k in kernels[:2]), gemm[1] + sum(k.flops for k in kernels)]
+        window += sum(k.bf16_flops for k in kernels)
+    lines += [f"Compute waste over the nine modules, batch {n} (tile padding, LRN halo columns): "
+              f"1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all four GEMMs "
+              f"{100 * (gemm[1] / exact[1] - 1):.1f} %; the window product adds "
+              f"{100 * window / exact[1]:.1f} % (bf16).", ""]
     lines.append(f"nine modules, batch {n}, {dtype}: fused/ideal = "
                  f"{totals[n]['fused'] / totals[n]['ideal']:.2f}")
     return "\n".join(lines) + "\n"

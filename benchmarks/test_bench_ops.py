@@ -93,7 +93,7 @@ def test_max_pool3x3(benchmark, provider, layout):
 @pytest.mark.parametrize("kernel", ["reductions", "pool"])
 @pytest.mark.parametrize("module_name", ["3a", "4a", "5b"])
 def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
-    from googlenet_fused.kernels.conv1x1_lrn_relu import pool_projection, reductions_1x1
+    from googlenet_fused.kernels.conv_lrn_relu import pool_projection, reductions_1x1
 
     cin, c1, c3r, _, c5r, _, cp = INCEPTION_CONFIGS[module_name]
     s, dt = SPATIAL_AT_224[module_name], DTYPES[dtype]

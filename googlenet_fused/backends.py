@@ -22,7 +22,7 @@ BACKENDS = ("auto", "triton", "native", "reference")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 try:
-    from .kernels import conv1x1_lrn_relu  # noqa: F401  (imports triton)
+    from .kernels import conv_lrn_relu  # noqa: F401  (imports triton)
 
     TRITON_ERROR: str | None = None
 except Exception as exc:  # ImportError, or a triton that fails to initialise

@@ -3,8 +3,8 @@
 ``googlenet_fused::inception_triton`` allocates the module output, channels_last whatever the
 input's layout (the Triton GEMMs read and write pixel rows), and fills its four channel slices
 in place: branch 1 and the reductions from one Triton GEMM, the pool branch from the
-pooling GEMM, the 3×3 / 5×5 convolutions by cuDNN, their LRN + ReLU by the extension straight
-into their slices. torch.compile and torch.export see one op (fake kernel below); training works
+pooling GEMM, the 3×3 and 5×5 branches from Triton implicit-GEMM convolutions, each with its
+LRN + ReLU in the GEMM's epilogue (no pre-activation in memory, no torch.cat). torch.compile and torch.export see one op (fake kernel below); training works
 through a registered backward formula that recomputes the intermediates (convolutions included)
 and runs the LRN + ReLU backward of all four branches as one extension op.
 """
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from . import backends, ops
+from . import ops
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
@@ -38,7 +38,7 @@ def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
                      w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor, b5: torch.Tensor,
                      wp: torch.Tensor, bp: torch.Tensor) -> torch.Tensor:
     """Inception module forward; w_red [c1 + c3r + c5r, Cin, 1, 1] stacks the 1×1 weights."""
-    from .kernels.conv1x1_lrn_relu import pool_projection, reductions_1x1
+    from .kernels.conv_lrn_relu import conv_lrn_relu, pool_projection, reductions_1x1
 
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     N, _, H, W = x.shape
@@ -47,11 +47,8 @@ def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
                       memory_format=torch.channels_last)
     red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN)
     pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp), LRN)
-    fold = backends.fold_bias(x)  # the 3×3 / 5×5 biases added by the LRN op, not by cuDNN
-    y3 = F.conv2d(red3, w3, None if fold else b3, padding=1)
-    y5 = F.conv2d(red5, w5, None if fold else b5, padding=2)
-    ops.lrn_relu_concat([y3, y5], *LRN, bias=[b3, b5] if fold else None,
-                        out=out.narrow(1, c1, c3 + c5))
+    conv_lrn_relu(red3, w3, b3, out.narrow(1, c1, c3), LRN)
+    conv_lrn_relu(red5, w5, b5, out.narrow(1, c1 + c3, c5), LRN)
     return out
 
 

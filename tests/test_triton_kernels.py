@@ -13,7 +13,7 @@ from helpers import assert_matches, fp32_precision, plain_lowp
 pytestmark = pytest.mark.skipif(backends.TRITON_ERROR is not None,
                                 reason=f"triton unusable: {backends.TRITON_ERROR}")
 if backends.TRITON_ERROR is None:
-    from googlenet_fused.kernels import conv1x1_lrn_relu as K
+    from googlenet_fused.kernels import conv_lrn_relu as K
 
 LRN = (5, 1e-3, 0.75, 2.0)
 ON_GPU = torch.cuda.is_available()
@@ -103,6 +103,51 @@ def test_interpreter_nan_propagates_through_pool_and_gemm():
     assert torch.equal(torch.isnan(out), torch.isnan(ref)) and torch.isnan(out).any()
 
 
+def run_conv_case(n, cin, hw, cout, ks, dtype, layout, device):
+    """conv_lrn_relu into a channel slice of a larger tensor against float64 ATen."""
+    x = make_input((n, cin, *hw), dtype, layout, device)
+    w = (cin ** -0.5 / ks * 3 * torch.randn(cout, cin, ks, ks, device=device)).to(dtype)
+    b = torch.randn(cout, device=device).to(dtype)
+    big = torch.full((n, cout + 9, *hw), 777.0, device=device, dtype=dtype)
+    if layout == "channels_last":
+        big = big.contiguous(memory_format=torch.channels_last)
+    out = big[:, 4:4 + cout]
+    K.conv_lrn_relu(x, w, b, out, LRN)
+
+    def plain(ts):
+        x_, w_, b_ = ts
+        return lrn_relu(F.conv2d(x_, w_, b_, padding=ks // 2))
+
+    ref = plain([t.double().cpu() for t in (x, w, b)])
+    lowp = plain_lowp(plain, [x, w, b]).cpu() if dtype != torch.float32 else None
+    assert_matches(out.cpu(), ref, lowp, what=f"conv{ks}x{ks} {dtype} {layout} {tuple(x.shape)}")
+    untouched = torch.cat([big[:, :4], big[:, 4 + cout:]], 1)
+    assert (untouched == 777).all(), "wrote outside the output slice"
+
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("n, cin, hw, cout, ks", [
+    (1, 16, (4, 4), 24, 3),     # 3a's 3×3 shape, shrunk
+    (2, 5, (3, 7), 70, 5),      # odd channels, a branch cut by the tile's end
+    (1, 3, (1, 1), 1, 3),       # 1×1 spatial: only the centre tap lands inside
+    (3, 2, (7, 7), 9, 5),       # 7×7, batch 3
+    (1, 17, (2, 3), 5, 7),      # a window larger than the image
+    (2, 9, (3, 3), 6, 1),
+])
+def test_interpreter_conv_lrn_relu(dtype, layout, n, cin, hw, cout, ks):
+    run_conv_case(n, cin, hw, cout, ks, dtype, layout, "cpu")
+
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("name", list(INCEPTION_CONFIGS))
+def test_interpreter_conv_branches_of_the_nine_modules(name):
+    _, _, c3r, c3, c5r, c5, _ = INCEPTION_CONFIGS[name]
+    run_conv_case(1, c3r, (3, 3), c3, 3, torch.float32, "channels_last", "cpu")
+    run_conv_case(1, c5r, (3, 3), c5, 5, torch.float32, "channels_last", "cpu")
+
+
 @pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
 @pytest.mark.parametrize("block_n", [32, 128])
 @pytest.mark.parametrize("pool", [False, True], ids=["reductions", "pool"])
@@ -114,9 +159,10 @@ def test_interpreter_column_plans_at_other_tile_widths(block_n, pool):
     w, b = torch.randn(sum(channels), 19) * 0.7, torch.randn(sum(channels))
     dests = [torch.full((2, c, 3, 5), 777.0).contiguous(memory_format=torch.channels_last)
              for c in channels]
-    kernel, grid, args, constexprs = K.launch_arguments(x, w, b, dests, channels, pool, LRN)
+    kernel, grid, args, constexprs = K.launch_arguments(x, w[:, None, None, :], b, dests,
+                                                        channels, LRN, pool=pool)
     meta = dict(BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=16)
-    K._conv1x1_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
+    K._conv_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
     ref = [reference_pool(x, w, b)] if pool else reference_reductions(x, w, b, channels)
     for got, want in zip(dests, ref):
         assert_matches(got, want.double(), what=f"BLOCK_N={block_n} {channels}")
@@ -209,6 +255,12 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="not supported"):
         K.pool_projection(x.double(), torch.randn(3, 8).double(), torch.randn(3).double(),
                           out.double())
+    with pytest.raises(ValueError, match=r"odd kernel size.*\(3, 8, 2, 2\)"):
+        K.conv_lrn_relu(x, torch.randn(3, 8, 2, 2), torch.randn(3), out)
+    with pytest.raises(ValueError, match=r"need an input with 9 channels.*\(2, 8, 4, 4\)"):
+        K.conv_lrn_relu(x, torch.randn(3, 9, 3, 3), torch.randn(3), out)
+    with pytest.raises(ValueError, match=r"odd kernel size.*\(3, 8, 3, 1\)"):
+        K.conv_lrn_relu(x, torch.randn(3, 8, 3, 1), torch.randn(3), out)
     if ON_GPU:
         with pytest.raises(ValueError, match="on cpu but the input is on cuda"):
             K.pool_projection(x.cuda(), torch.randn(3, 8), torch.randn(3).cuda(), out.cuda())
@@ -233,3 +285,15 @@ def test_gpu_inception_configs(dtype, layout, n, hw, name):
 def test_gpu_odd_shapes(dtype, n, cin, hw, channels, cp):
     for layout in ("nchw", "channels_last"):
         run_case(n, cin, hw, channels, cp, dtype, layout, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", list(INCEPTION_CONFIGS))
+def test_gpu_conv_branches(dtype, name):
+    _, _, c3r, c3, c5r, c5, _ = INCEPTION_CONFIGS[name]
+    with fp32_precision("ieee"):
+        for layout, n, hw in (("channels_last", 32, (14, 14)), ("nchw", 3, (7, 7)),
+                              ("strided", 1, (1, 1))):
+            run_conv_case(n, c3r, hw, c3, 3, dtype, layout, "cuda")
+            run_conv_case(n, c5r, hw, c5, 5, dtype, layout, "cuda")

@@ -1,19 +1,22 @@
-"""1×1 convolution + bias + LRN + ReLU as one Triton GEMM over channels_last pixels.
+"""Convolution + bias + LRN + ReLU as one Triton GEMM over channels_last pixels.
 
-Two launchers share the kernel:
+Three launchers share the kernel:
 - ``reductions_1x1``: the three 1×1 convolutions of an inception module that read the same input
   (branch 1, 3×3 reduction, 5×5 reduction) as one GEMM against their stacked weights. Branch 1
   is stored straight into its channel slice of the module output, the reductions into buffers.
 - ``pool_projection``: the 3×3 / stride 1 / pad 1 max pool computed while loading the GEMM's
   operand (no pooled tensor in memory), then the pool projection, stored into the output slice.
+- ``conv_lrn_relu``: a KS×KS "same" convolution (the 3×3 and 5×5 branches) as an implicit GEMM
+  whose K loop walks (tap, channel block): the LRN + ReLU epilogue stores the branch into its
+  slice, so no pre-activation goes through memory.
 
 The GEMM: rows are the N·H·W pixels of the batch, each a contiguous vector of channels
-(channels_last), columns the output channels, K the input channels. Column tiles follow the
-branch boundaries (kernels/tiling.py): LRN needs each channel's in-branch window, so a tile
-stores only the channels whose window it holds, and the launcher passes the plan as a small
-table. The window sums are one more tensor-core dot, (u²) @ band, with band[j, i] = 1 when
-channel j lies in channel i's window inside the same branch; its operands are 16-bit (the 0/1
-band is exact) and u² is split into as many bf16 terms as the output's precision needs.
+(channels_last), columns the output channels, K the input channels (per tap). Column tiles
+follow the branch boundaries (kernels/tiling.py): LRN needs each channel's in-branch window, so
+a tile stores only the channels whose window it holds, and the launcher passes the plan as a
+small table. The window sums are one more tensor-core dot, (u²) @ band, with band[j, i] = 1
+when channel j lies in channel i's window inside the same branch; its operands are 16-bit (the
+0/1 band is exact) and u² is split into as many bf16 terms as the output's precision needs.
 Programs run in groups of GROUP_M row tiles × all column tiles, so the column tiles of a row
 block read x while it is in L2.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -56,9 +60,9 @@ def _prune(configs, named_args, **kwargs):
 # border test only), the branch sizes (column masks), the plan's stride (scalar loads) and
 # M_BUCKET (an autotune key the kernel never reads): their divisibility changes no code.
 @triton.jit(do_not_specialize=["M", "H", "W", "C0", "C1", "C_TOTAL", "plan_stride", "M_BUCKET"])
-def _conv1x1_lrn_relu_kernel(
-    x_ptr, sxm,                       # input rows [M, K]: pixel m at x_ptr + m * sxm, channels contiguous
-    w_ptr,                            # stacked weights [C_TOTAL, K], contiguous
+def _conv_lrn_relu_kernel(
+    x_ptr, sxm,                       # input rows [M, K]: pixel m at x_ptr + m * sxm
+    w_ptr,                            # weights [C_TOTAL, KS, KS, K], contiguous
     b_ptr,                            # stacked bias [C_TOTAL]
     o0_ptr, o0m,                      # rows of branch 0's destination: channels [0, C0)
     o1_ptr, o1m,                      # branch 1: channels [C0, C0 + C1) (NUM_BRANCHES == 3)
@@ -67,7 +71,8 @@ def _conv1x1_lrn_relu_kernel(
     M, H, W, K, C0, C1, C_TOTAL, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
     SIZE: tl.constexpr,               # LRN window, in channels
-    POOL: tl.constexpr,               # max pool 3×3/s1/p1 the input while loading it
+    KS: tl.constexpr,                 # convolution KS×KS, stride 1, "same" padding (odd KS)
+    POOL: tl.constexpr,               # max pool 3×3/s1/p1 the input while loading it (KS == 1)
     NUM_BRANCHES: tl.constexpr,       # 1 or 3 destinations
     UPCAST: tl.constexpr,             # dots in fp32: the interpreter's bf16 dot is wrong
     DOT_PRECISION: tl.constexpr,      # "tf32" or "ieee" for fp32 operands
@@ -97,13 +102,21 @@ def _conv1x1_lrn_relu_kernel(
     x_rows = x_ptr + m.to(tl.int64) * sxm
     c = start + tl.arange(0, BLOCK_N)                  # output channel of each column
     c_mask = c < C_TOTAL
-    w_cols = w_ptr + c.to(tl.int64) * K
-    if POOL:
+    w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C_TOTAL, KS, KS, K]
+    if POOL or KS > 1:
         h = (m // W) % H
         w = m % W
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    k_steps = tl.cdiv(K, BLOCK_K)
+    # One loop over (tap, channel block) so the software pipeline runs across taps.
+    for step in range(0, KS * KS * k_steps):
+        if KS == 1:
+            tap = 0
+            k0 = step * BLOCK_K
+        else:
+            tap = step // k_steps
+            k0 = (step - tap * k_steps) * BLOCK_K
         kk = k0 + tl.arange(0, BLOCK_K)
         k_mask = kk < K
         if POOL:
@@ -117,11 +130,17 @@ def _conv1x1_lrn_relu_kernel(
                     a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)  # NaN wins, as in ATen
             # -inf in padding rows/columns would make -inf * 0 = NaN in the dot
             a = tl.where(m_mask[:, None] & k_mask[None, :], a, 0.0).to(x_ptr.dtype.element_ty)
-        else:
+        elif KS == 1:
             a = tl.load(x_rows[:, None] + kk[None, :], mask=m_mask[:, None] & k_mask[None, :],
                         other=0.0)
-        b = tl.load(w_cols[None, :] + kk[:, None], mask=c_mask[None, :] & k_mask[:, None],
-                    other=0.0)
+        else:  # the pixel (dh, dw) away, zero outside the image ("same" padding)
+            dh = tap // KS - KS // 2
+            dw = tap % KS - KS // 2
+            inside = m_mask & (h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W)
+            a = tl.load(x_rows[:, None] + (dh * W + dw) * sxm + kk[None, :],
+                        mask=inside[:, None] & k_mask[None, :], other=0.0)
+        b = tl.load(w_cols[None, :] + tap * K + kk[:, None],
+                    mask=c_mask[None, :] & k_mask[:, None], other=0.0)
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -163,12 +182,12 @@ def _conv1x1_lrn_relu_kernel(
 
 # Layout is not in the key: every launch reads channels_last rows. M_BUCKET is the batch's
 # power-of-two bucket: a config tuned at batch 256 is not reused at batch 1.
-_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C_TOTAL"]
+_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C_TOTAL", "KS"]
 _PRUNE = {"early_config_prune": _prune}
-_reductions_kernel = triton.autotune(configs(pool=False), key=_TUNE_KEY,
-                                     prune_configs_by=_PRUNE)(_conv1x1_lrn_relu_kernel)
+_gemm_kernel = triton.autotune(configs(pool=False), key=_TUNE_KEY,
+                               prune_configs_by=_PRUNE)(_conv_lrn_relu_kernel)
 _pool_kernel = triton.autotune(configs(pool=True), key=_TUNE_KEY,
-                               prune_configs_by=_PRUNE)(_conv1x1_lrn_relu_kernel)
+                               prune_configs_by=_PRUNE)(_conv_lrn_relu_kernel)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # bf16 terms of u² in the window sums: 8 bits each, enough for the output's precision (fp32
@@ -222,14 +241,14 @@ def _plan_table(channels, size, device) -> tuple[torch.Tensor, int, dict]:
     return _PLANS[key]
 
 
-def launch_arguments(x, weight, bias, dests, channels, pool, lrn):
-    """(kernel, grid, positional arguments, constexpr keywords) of one launch; x and every
-    destination are channels_last row matrices (see ``pixel_rows``). tests/test_codegen.py
-    compiles what this returns, so the checked code is the code that runs."""
+def launch_arguments(x, weight, bias, dests, channels, lrn, ks=1, pool=False):
+    """(kernel, grid, positional arguments, constexpr keywords) of one launch. x and every
+    destination are channels_last row matrices (see ``pixel_rows``), weight is [C, KS, KS, Cin]
+    contiguous. tests/test_codegen.py compiles what this returns, so the checked code is the
+    code that runs."""
     size, alpha, beta, k = lrn
     N, K, H, W = x.shape
     M = N * H * W
-    c_total = weight.shape[0]
     table, stride, tiles = _plan_table(channels, size, x.device)
     slots = list(dests) + [dests[0]] * (3 - len(dests))   # unused slots: never stored to
     precision = fp32_precision()
@@ -240,40 +259,42 @@ def launch_arguments(x, weight, bias, dests, channels, pool, lrn):
 
     args = [x, pixel_rows(x), weight, bias, *(a for d in slots for a in (d, pixel_rows(d))),
             table, stride, M, H, W, K, channels[0], channels[1] if len(channels) > 1 else 0,
-            c_total, triton.next_power_of_2(M), float(k), float(alpha) / size, float(beta)]
-    constexprs = dict(SIZE=size, POOL=pool, NUM_BRANCHES=len(channels),
-                      UPCAST=INTERPRET, DOT_PRECISION=precision,
-                      WINDOW_TERMS=terms, GROUP=GROUP_M)
-    return (_pool_kernel if pool else _reductions_kernel), grid, args, constexprs
+            sum(channels), triton.next_power_of_2(M), float(k), float(alpha) / size,
+            float(beta)]
+    constexprs = dict(SIZE=size, KS=ks, POOL=pool, NUM_BRANCHES=len(channels),
+                      UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
+                      GROUP=GROUP_M)
+    return (_pool_kernel if pool else _gemm_kernel), grid, args, constexprs
 
 
-def _launch(x, weight, bias, dests, channels, pool, lrn):
+def _launch(x, weight, bias, dests, channels, lrn, ks=1, pool=False):
     N, _, H, W = x.shape
     if N * H * W == 0:
         return
     if pixel_rows(x) is None:  # NCHW or other strides: one conversion
         x = x.contiguous(memory_format=torch.channels_last)
-    weight, bias = weight.contiguous(), bias.contiguous()
     staged = [d if pixel_rows(d) is not None else
               torch.empty_like(d, memory_format=torch.channels_last) for d in dests]
-    kernel, grid, args, constexprs = launch_arguments(x, weight, bias, staged, channels, pool,
-                                                      lrn)
+    kernel, grid, args, constexprs = launch_arguments(x, weight, bias.contiguous(), staged,
+                                                      channels, lrn, ks, pool)
     kernel[grid](*args, **constexprs)
     for d, s in zip(dests, staged):
         if s is not d:
             d.copy_(s)
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, outs, who: str):
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, outs, who: str, ks=1):
+    """Validates the arguments; returns the weight as the kernel reads it: [C, KS, KS, Cin]."""
     if x.dim() != 4:
         raise ValueError(f"{who}: expected a 4-D input [N, C, H, W], got shape {tuple(x.shape)}")
-    if weight.dim() == 4:
-        if weight.shape[2:] != (1, 1):
-            raise ValueError(f"{who}: expected 1×1 weights, got shape {tuple(weight.shape)}")
-        weight = weight.flatten(1)
-    if weight.dim() != 2 or weight.shape[1] != x.shape[1]:
+    if weight.dim() == 2 and ks == 1:
+        weight = weight[:, :, None, None]
+    if weight.dim() != 4 or weight.shape[2:] != (ks, ks):
+        raise ValueError(f"{who}: expected {ks}×{ks} weights [C, Cin, {ks}, {ks}], got shape "
+                         f"{tuple(weight.shape)}")
+    if weight.shape[1] != x.shape[1]:
         raise ValueError(f"{who}: weights of shape {tuple(weight.shape)} need an input with "
-                         f"{weight.shape[-1]} channels, got shape {tuple(x.shape)}")
+                         f"{weight.shape[1]} channels, got shape {tuple(x.shape)}")
     if bias.shape != (weight.shape[0],):
         raise ValueError(f"{who}: bias of shape {tuple(bias.shape)} does not match weights "
                          f"of shape {tuple(weight.shape)}")
@@ -285,7 +306,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, outs, who:
         if t.dtype != x.dtype:
             raise TypeError(f"{who}: {name} is {t.dtype} but the input is {x.dtype}")
     check_device(x, who)
-    return weight
+    return weight.permute(0, 2, 3, 1).contiguous()  # no copy for 1×1 or channels_last weights
 
 
 def check_device(x: torch.Tensor, who: str):
@@ -322,7 +343,7 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0)):
                        memory_format=torch.channels_last)
     red5 = torch.empty((N, c5r, H, W), device=x.device, dtype=x.dtype,
                        memory_format=torch.channels_last)
-    _launch(x, weight, bias, [out1, red3, red5], (c1, c3r, c5r), pool=False, lrn=lrn)
+    _launch(x, weight, bias, [out1, red3, red5], (c1, c3r, c5r), lrn)
     return red3, red5
 
 
@@ -335,5 +356,33 @@ def pool_projection(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
     weight = _check(x, weight, bias, [("out", out)], "pool_projection")
     N, _, H, W = x.shape
     _check_dest("pool_projection: out", out, (N, weight.shape[0], H, W))
-    _launch(x, weight, bias, [out], (weight.shape[0],), pool=True, lrn=lrn)
+    _launch(x, weight, bias, [out], (weight.shape[0],), lrn, pool=True)
+    return out
+
+
+def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
+    """relu(lrn(conv2d(x, weight, bias, padding=KS // 2))) into ``out`` [N, C, H, W].
+
+    weight: [C, Cin, KS, KS] with KS odd (stride 1, "same" padding: the 3×3 and 5×5 branches).
+    The convolution is an implicit GEMM over the pixels' shifted rows: no im2col buffer, and the
+    pre-activation never leaves the chip. Layouts as in ``reductions_1x1``; weights are read as
+    [C, KS, KS, Cin] (a copy unless they are channels_last already).
+    """
+    ks = weight.shape[-1] if weight.dim() == 4 and weight.shape[2] == weight.shape[3] else 0
+    if ks % 2 == 0:
+        raise ValueError(f"conv_lrn_relu: expected square weights with an odd kernel size "
+                         f"[C, Cin, KS, KS], got shape {tuple(weight.shape)}")
+    weight = _check(x, weight, bias, [("out", out)], "conv_lrn_relu", ks)
+    N, K, H, W = x.shape
+    _check_dest("conv_lrn_relu: out", out, (N, weight.shape[0], H, W))
+    if K % 16:
+        # Rows of a multiple of 16 channels keep the operand loads 16-byte cp.async copies (and
+        # unspecialized K spilled in fp32): zero channels added to x and the weights. Among the
+        # nine modules only 4b's 5×5 (24 channels) pays this copy.
+        padded = torch.empty((N, K + 16 - K % 16, H, W), device=x.device, dtype=x.dtype,
+                             memory_format=torch.channels_last)
+        padded[:, K:] = 0
+        padded[:, :K] = x
+        x, weight = padded, F.pad(weight, (0, 16 - K % 16))
+    _launch(x, weight, bias, [out], (weight.shape[0],), lrn, ks=ks)
     return out
