@@ -7,13 +7,13 @@ Three implementations per module:
 - ``eager``: the reference in PyTorch eager: six cuDNN convolutions each followed by its own bias
   pass, F.local_response_norm as seven elementwise / pooling passes, ReLU, the pool branch's max
   pool, and torch.cat.
-- ``fused``: this project's triton backend as the code stands (kernels/conv_lrn_relu.py): four
-  Triton GEMMs per module, each with bias + LRN + ReLU in its epilogue and stored into its slice
-  of the output: the merged 1×1 reductions, the pool projection (max pool in the operand load)
-  and the 3×3 / 5×5 branches as implicit GEMMs over (tap, channel). Their real waste is counted:
-  rows (the batch's pixels) padded to one BLOCK_M, columns from kernels/tiling.py's
-  branch-following plan with its LRN halo, the bf16 window product, the pool GEMM reading x a
-  second time; x is read once per GEMM (grouped raster: a row block's column tiles run while it
+- ``fused``: this project's triton backend as the code stands (kernels/conv_lrn_relu.py): three
+  Triton GEMM launches per module, each with bias + LRN + ReLU in its epilogue and stored into
+  its slice of the output: the merged 1×1 reductions with the pool projection (its max pool in
+  the operand load; x read once), and the 3×3 / 5×5 branches as implicit GEMMs over (tap,
+  channel). Their real waste is counted: rows (the batch's pixels) padded to one BLOCK_M,
+  columns from kernels/tiling.py's branch-following plan with its LRN halo, the bf16 window
+  product; x is read once per launch (grouped raster: a row block's column tiles run while it
   is in L2). Each GEMM takes the best of the configs its autotuner keeps.
 - ``ideal``: one kernel per module that reads x and the weights once, writes the output once,
   keeps every intermediate on chip and does exactly the convolutions' FLOPs.
@@ -65,16 +65,14 @@ def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def triton_gemm(name, n, s, k_total, channels, in_channels, weights, item, dtype, pool=False):
+def triton_gemm(name, n, s, k_total, groups, in_channels, weights, item, dtype):
     """One Triton GEMM + LRN + ReLU with its real tiling, at the best config its autotuner
-    keeps (tiling.prune): ``k_total`` is its reduction length (Cin · KS²), ``channels`` the
-    branches it stacks, ``in_channels`` the channels of each pixel it reads."""
-    rows, cout = n * s * s, sum(channels)
-    configs = tiling.prune(tiling.POOL_CONFIGS if pool else tiling.REDUCTIONS_CONFIGS, channels,
-                           LRN_SIZE, rows)
+    keeps (tiling.prune): ``k_total`` is its reduction length (Cin · KS²), ``groups`` the
+    branches it stacks (tiling.plan), ``in_channels`` the channels of each pixel it reads."""
+    rows, cout = n * s * s, sum(sum(g) for g in groups)
     best = None
-    for bm, bn, *_ in configs:
-        columns = len(tiling.column_plan(channels, LRN_SIZE, bn)) * bn
+    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, LRN_SIZE, rows):
+        columns = len(tiling.plan(groups, LRN_SIZE, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
         k = Kernel(name, flops=2.0 * padded_rows * k_total * columns,
                    bf16_flops=WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns,
@@ -84,20 +82,16 @@ def triton_gemm(name, n, s, k_total, channels, in_channels, weights, item, dtype
     return best
 
 
-def gemm_1x1(name, n, s, cin, channels, item, dtype, pool=False):
-    """A 1×1 GEMM (the merged reductions, or the pool projection)."""
-    return triton_gemm(name, n, s, cin, channels, cin, cin * sum(channels), item, dtype, pool)
-
-
 def fused_module(cfg, n, s, dtype):
     cin, c1, c3r, c3, c5r, c5, cp = cfg
     item = ITEM[dtype]
     k5 = -(-c5r // 16) * 16  # the launcher pads a conv's input channels to 16 (4b's 5×5)
+    ones = ((c1, c3r, c5r), (cp,))   # the pool projection's tiles apart: another operand
     return [
-        gemm_1x1("reductions GEMM", n, s, cin, [c1, c3r, c5r], item, dtype),
-        gemm_1x1("pool GEMM", n, s, cin, [cp], item, dtype, pool=True),
-        triton_gemm("3×3 GEMM", n, s, 9 * c3r, [c3], c3r, 9 * c3r * c3, item, dtype),
-        triton_gemm("5×5 GEMM", n, s, 25 * k5, [c5], k5, 25 * k5 * c5, item, dtype),
+        triton_gemm("1×1 GEMM (reductions + pool projection)", n, s, cin, ones, cin,
+                    cin * (c1 + c3r + c5r + cp), item, dtype),
+        triton_gemm("3×3 GEMM", n, s, 9 * c3r, ((c3,),), c3r, 9 * c3r * c3, item, dtype),
+        triton_gemm("5×5 GEMM", n, s, 25 * k5, ((c5,),), k5, 25 * k5 * c5, item, dtype),
     ]
 
 
@@ -260,17 +254,17 @@ def report(batches=(32, 256), dtype="bf16") -> str:
     table, totals = module_table(batches, dtype)
     lines += table + [""] + kernel_table(max(batches), dtype) + [""]
     n = max(batches)
-    exact, gemm, window = [0.0, 0.0], [0.0, 0.0], 0.0  # [1×1 GEMMs, all four GEMMs]
+    exact, gemm, window = [0.0, 0.0], [0.0, 0.0], 0.0  # [the 1×1 GEMM, all GEMMs]
     for name, cfg in INCEPTION_CONFIGS.items():
         cin, c1, c3r, _, c5r, _, cp = cfg
         s = SPATIAL_AT_224[name]
         ones = _conv_flops(n * s * s, cin, c1 + c3r + c5r + cp, 1)
         exact = [exact[0] + ones, exact[1] + ideal_module(cfg, n, s, dtype)[0].flops]
         kernels = fused_module(cfg, n, s, dtype)
-        gemm = [gemm[0] + sum(k.flops for k in kernels[:2]), gemm[1] + sum(k.flops for k in kernels)]
+        gemm = [gemm[0] + kernels[0].flops, gemm[1] + sum(k.flops for k in kernels)]
         window += sum(k.bf16_flops for k in kernels)
     lines += [f"Compute waste over the nine modules, batch {n} (tile padding, LRN halo columns): "
-              f"1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all four GEMMs "
+              f"1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all GEMMs "
               f"{100 * (gemm[1] / exact[1] - 1):.1f} %; the window product adds "
               f"{100 * window / exact[1]:.1f} % (bf16).", ""]
     lines.append(f"nine modules, batch {n}, {dtype}: fused/ideal = "

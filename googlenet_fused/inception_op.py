@@ -2,8 +2,8 @@
 
 ``googlenet_fused::inception_triton`` allocates the module output, channels_last whatever the
 input's layout (the Triton GEMMs read and write pixel rows), and fills its four channel slices
-in place: branch 1 and the reductions from one Triton GEMM, the pool branch from the
-pooling GEMM, the 3×3 and 5×5 branches from Triton implicit-GEMM convolutions, each with its
+in place: branch 1, the reductions and the pool projection (max pool in its operand load) from
+one Triton GEMM launch that reads x once, the 3×3 and 5×5 branches from Triton implicit-GEMM convolutions, each with its
 LRN + ReLU in the GEMM's epilogue (no pre-activation in memory, no torch.cat). torch.compile and torch.export see one op (fake kernel below); training works
 through a registered backward formula that recomputes the intermediates (convolutions included)
 and runs the LRN + ReLU backward of all four branches as one extension op.
@@ -38,15 +38,16 @@ def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
                      w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor, b5: torch.Tensor,
                      wp: torch.Tensor, bp: torch.Tensor) -> torch.Tensor:
     """Inception module forward; w_red [c1 + c3r + c5r, Cin, 1, 1] stacks the 1×1 weights."""
-    from .kernels.conv_lrn_relu import conv_lrn_relu, pool_projection, reductions_1x1
+    from .kernels.conv_lrn_relu import conv_lrn_relu, reductions_1x1
 
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     N, _, H, W = x.shape
     x = x.contiguous(memory_format=torch.channels_last)  # once, for both GEMMs
     out = torch.empty((N, c1 + c3 + c5 + cp, H, W), device=x.device, dtype=x.dtype,
                       memory_format=torch.channels_last)
-    red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN)
-    pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp), LRN)
+    red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN,
+                                pool_weight=wp, pool_bias=bp,
+                                out_pool=out.narrow(1, c1 + c3 + c5, cp))
     conv_lrn_relu(red3, w3, b3, out.narrow(1, c1, c3), LRN)
     conv_lrn_relu(red5, w5, b5, out.narrow(1, c1 + c3, c5), LRN)
     return out

@@ -22,6 +22,7 @@ block read x while it is in L2.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -35,45 +36,56 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 GROUP_M = 8
 
 
-def configs(pool: bool) -> list[triton.Config]:
+def configs() -> list[triton.Config]:
     """Autotune candidates from kernels/tiling.py. The interpreter runs every config it is
     given, so it gets one."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64})]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w,
-                          num_stages=s)
-            for bm, bn, bk, w, s in (tiling.POOL_CONFIGS if pool else tiling.REDUCTIONS_CONFIGS)]
+                          num_stages=s) for bm, bn, bk, w, s in tiling.CONFIGS]
+
+
+def branch_groups(channels, pool_from):
+    """The launch's branches as tiling groups: those before channel ``pool_from``, then the
+    pool projection's (if any)."""
+    ends = list(itertools.accumulate(channels))
+    before = tuple(c for c, end in zip(channels, ends) if end <= pool_from)
+    return tuple(g for g in (before, tuple(channels[len(before):])) if g)
 
 
 def _prune(configs, named_args, **kwargs):
-    channels = [named_args["C0"], named_args["C1"],
-                named_args["C_TOTAL"] - named_args["C0"] - named_args["C1"]]
+    a = named_args
+    channels = [a["C0"], a["C1"], a["C2"], a["C_TOTAL"] - a["C0"] - a["C1"] - a["C2"]]
+    channels = channels[:kwargs["NUM_BRANCHES"]]
     as_tuples = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
                   c.num_stages): c for c in configs}
-    kept = tiling.prune(list(as_tuples), [c for c in channels if c], kwargs["SIZE"],
-                        named_args["M"])
+    kept = tiling.prune(list(as_tuples), branch_groups(channels, a["POOL_FROM"]), kwargs["SIZE"],
+                        a["M"])
     return [as_tuples[t] for t in kept]
 
 
 # Specialization stays on for pointers, K and the row strides: "divisible by 16" is what lets
-# the loads be 16-byte vectors and cp.async copies. Not on M, H, W (row masks and the pool's
-# border test only), the branch sizes (column masks), the plan's stride (scalar loads) and
-# M_BUCKET (an autotune key the kernel never reads): their divisibility changes no code.
-@triton.jit(do_not_specialize=["M", "H", "W", "C0", "C1", "C_TOTAL", "plan_stride", "M_BUCKET"])
+# the loads be 16-byte vectors and cp.async copies. Not on M, H, W (row masks and the border
+# tests only), the branch sizes and POOL_FROM (column masks and the tile's kind), the plan's
+# stride (scalar loads) and M_BUCKET (an autotune key the kernel never reads): their
+# divisibility changes no code.
+@triton.jit(do_not_specialize=["M", "H", "W", "C0", "C1", "C2", "C_TOTAL", "POOL_FROM",
+                               "plan_stride", "M_BUCKET"])
 def _conv_lrn_relu_kernel(
     x_ptr, sxm,                       # input rows [M, K]: pixel m at x_ptr + m * sxm
-    w_ptr,                            # weights [C_TOTAL, KS, KS, K], contiguous
-    b_ptr,                            # stacked bias [C_TOTAL]
+    w_ptr, b_ptr,                     # weights [POOL_FROM, KS, KS, K] (contiguous) and bias
+    wp_ptr, bp_ptr,                   # pool projection [C_TOTAL - POOL_FROM, K] and bias
     o0_ptr, o0m,                      # rows of branch 0's destination: channels [0, C0)
-    o1_ptr, o1m,                      # branch 1: channels [C0, C0 + C1) (NUM_BRANCHES == 3)
-    o2_ptr, o2m,                      # branch 2: channels [C0 + C1, C_TOTAL) (NUM_BRANCHES == 3)
+    o1_ptr, o1m,                      # branch 1: [C0, C0 + C1)
+    o2_ptr, o2m,                      # branch 2: [C0 + C1, C0 + C1 + C2)
+    o3_ptr, o3m,                      # branch 3: [C0 + C1 + C2, C_TOTAL)
     plan_ptr, plan_stride,            # column tiles per BLOCK_N: [count, (start, lo, hi) * count]
-    M, H, W, K, C0, C1, C_TOTAL, M_BUCKET,
+    M, H, W, K, C0, C1, C2, C_TOTAL, POOL_FROM, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
     SIZE: tl.constexpr,               # LRN window, in channels
     KS: tl.constexpr,                 # convolution KS×KS, stride 1, "same" padding (odd KS)
-    POOL: tl.constexpr,               # max pool 3×3/s1/p1 the input while loading it (KS == 1)
-    NUM_BRANCHES: tl.constexpr,       # 1 or 3 destinations
+    POOL: tl.constexpr,               # tiles from channel POOL_FROM on read maxpool3×3(x) (KS 1)
+    NUM_BRANCHES: tl.constexpr,       # destinations used (1-4)
     UPCAST: tl.constexpr,             # dots in fp32: the interpreter's bf16 dot is wrong
     DOT_PRECISION: tl.constexpr,      # "tf32" or "ieee" for fp32 operands
     WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
@@ -82,9 +94,10 @@ def _conv_lrn_relu_kernel(
 ):
     HALO_LO: tl.constexpr = SIZE // 2
     HALO_HI: tl.constexpr = (SIZE - 1) // 2
+    POOL_K: tl.constexpr = BLOCK_K // 2   # the pooled operand is the max of nine loads
 
     # Grouped raster: GROUP row tiles × every column tile, column tiles of a row block together.
-    plan = plan_ptr + (BLOCK_N // 64) * plan_stride    # rows for BLOCK_N = 32, 64, 128, -, 256
+    plan = plan_ptr + (BLOCK_N // 64) * plan_stride    # rows for BLOCK_N = 32, 64, 128
     num_pid_n = tl.load(plan)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     pid = tl.program_id(0)
@@ -102,25 +115,20 @@ def _conv_lrn_relu_kernel(
     x_rows = x_ptr + m.to(tl.int64) * sxm
     c = start + tl.arange(0, BLOCK_N)                  # output channel of each column
     c_mask = c < C_TOTAL
-    w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C_TOTAL, KS, KS, K]
     if POOL or KS > 1:
         h = (m // W) % H
         w = m % W
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    k_steps = tl.cdiv(K, BLOCK_K)
-    # One loop over (tap, channel block) so the software pipeline runs across taps.
-    for step in range(0, KS * KS * k_steps):
-        if KS == 1:
-            tap = 0
-            k0 = step * BLOCK_K
-        else:
-            tap = step // k_steps
-            k0 = (step - tap * k_steps) * BLOCK_K
-        kk = k0 + tl.arange(0, BLOCK_K)
-        k_mask = kk < K
-        if POOL:
-            a = tl.full((BLOCK_M, BLOCK_K), float("-inf"), x_ptr.dtype.element_ty)
+    pool_tile = False
+    if POOL:
+        pool_tile = start >= POOL_FROM   # tiles never mix the pool projection with the others
+    if pool_tile:
+        wp_cols = wp_ptr + (c - POOL_FROM).to(tl.int64) * K
+        for k0 in tl.range(0, K, POOL_K, num_stages=2):  # nine tiles per stage: two stages
+            kk = k0 + tl.arange(0, POOL_K)
+            k_mask = kk < K
+            a = tl.full((BLOCK_M, POOL_K), float("-inf"), x_ptr.dtype.element_ty)
             for dh in tl.static_range(3):
                 for dw in tl.static_range(3):
                     inside = (m_mask & (h + dh - 1 >= 0) & (h + dh - 1 < H)
@@ -130,28 +138,48 @@ def _conv_lrn_relu_kernel(
                     a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)  # NaN wins, as in ATen
             # -inf in padding rows/columns would make -inf * 0 = NaN in the dot
             a = tl.where(m_mask[:, None] & k_mask[None, :], a, 0.0).to(x_ptr.dtype.element_ty)
-        elif KS == 1:
-            a = tl.load(x_rows[:, None] + kk[None, :], mask=m_mask[:, None] & k_mask[None, :],
+            b = tl.load(wp_cols[None, :] + kk[:, None], mask=c_mask[None, :] & k_mask[:, None],
                         other=0.0)
-        else:  # the pixel (dh, dw) away, zero outside the image ("same" padding)
-            dh = tap // KS - KS // 2
-            dw = tap % KS - KS // 2
-            inside = m_mask & (h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W)
-            a = tl.load(x_rows[:, None] + (dh * W + dw) * sxm + kk[None, :],
-                        mask=inside[:, None] & k_mask[None, :], other=0.0)
-        b = tl.load(w_cols[None, :] + tap * K + kk[:, None],
-                    mask=c_mask[None, :] & k_mask[:, None], other=0.0)
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-
-    bias = tl.load(b_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
-    u = acc + bias[None, :]        # columns past C_TOTAL are exactly 0
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        bias = tl.load(bp_ptr + c - POOL_FROM, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C, KS, KS, K]
+        k_steps = tl.cdiv(K, BLOCK_K)
+        # One loop over (tap, channel block) so the software pipeline runs across taps.
+        for step in range(0, KS * KS * k_steps):
+            if KS == 1:
+                tap = 0
+                k0 = step * BLOCK_K
+            else:
+                tap = step // k_steps
+                k0 = (step - tap * k_steps) * BLOCK_K
+            kk = k0 + tl.arange(0, BLOCK_K)
+            k_mask = kk < K
+            if KS == 1:
+                a = tl.load(x_rows[:, None] + kk[None, :],
+                            mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+            else:  # the pixel (dh, dw) away, zero outside the image ("same" padding)
+                dh = tap // KS - KS // 2
+                dw = tap % KS - KS // 2
+                inside = m_mask & (h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W)
+                a = tl.load(x_rows[:, None] + (dh * W + dw) * sxm + kk[None, :],
+                            mask=inside[:, None] & k_mask[None, :], other=0.0)
+            b = tl.load(w_cols[None, :] + tap * K + kk[:, None],
+                        mask=(c_mask & (c < POOL_FROM))[None, :] & k_mask[:, None], other=0.0)
+            if UPCAST:
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        bias = tl.load(b_ptr + c, mask=c_mask & (c < POOL_FROM), other=0.0).to(tl.float32)
+    u = acc + bias[None, :]        # columns past the tile's branches are exactly 0
 
     # LRN window sums s[:, i] = sum_j u[:, j]^2 * band[j, i], u² split into bf16 terms (each
     # term exact in the dot, the sum in fp32): 8 more bits of u² per term.
-    branch = (c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
+    branch = ((c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
+              + (c >= C0 + C1 + C2).to(tl.int32))
     offset = c[:, None] - c[None, :]
     in_window = (branch[:, None] == branch[None, :]) & (offset >= -HALO_LO) & (offset <= HALO_HI)
     band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (the interpreter's bool -> bf16 is wrong)
@@ -171,23 +199,23 @@ def _conv_lrn_relu_kernel(
 
     keep = m_mask[:, None] & ((c >= store_lo) & (c < store_hi))[None, :]
     out = y.to(o0_ptr.dtype.element_ty)
-    m64 = m.to(tl.int64)
-    tl.store(o0_ptr + m64[:, None] * o0m + c[None, :], out, mask=keep & (c < C0)[None, :])
-    if NUM_BRANCHES == 3:
-        tl.store(o1_ptr + m64[:, None] * o1m + (c - C0)[None, :], out,
-                 mask=keep & ((c >= C0) & (c < C0 + C1))[None, :])
-        tl.store(o2_ptr + m64[:, None] * o2m + (c - C0 - C1)[None, :], out,
-                 mask=keep & (c >= C0 + C1)[None, :])
+    rows = m.to(tl.int64)[:, None]
+    tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep & (branch == 0)[None, :])
+    if NUM_BRANCHES > 1:
+        tl.store(o1_ptr + rows * o1m + (c - C0)[None, :], out, mask=keep & (branch == 1)[None, :])
+    if NUM_BRANCHES > 2:
+        tl.store(o2_ptr + rows * o2m + (c - C0 - C1)[None, :], out,
+                 mask=keep & (branch == 2)[None, :])
+    if NUM_BRANCHES > 3:
+        tl.store(o3_ptr + rows * o3m + (c - C0 - C1 - C2)[None, :], out,
+                 mask=keep & (branch == 3)[None, :])
 
 
 # Layout is not in the key: every launch reads channels_last rows. M_BUCKET is the batch's
 # power-of-two bucket: a config tuned at batch 256 is not reused at batch 1.
-_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C_TOTAL", "KS"]
-_PRUNE = {"early_config_prune": _prune}
-_gemm_kernel = triton.autotune(configs(pool=False), key=_TUNE_KEY,
-                               prune_configs_by=_PRUNE)(_conv_lrn_relu_kernel)
-_pool_kernel = triton.autotune(configs(pool=True), key=_TUNE_KEY,
-                               prune_configs_by=_PRUNE)(_conv_lrn_relu_kernel)
+_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C2", "C_TOTAL", "POOL_FROM", "KS"]
+_kernel = triton.autotune(configs(), key=_TUNE_KEY,
+                          prune_configs_by={"early_config_prune": _prune})(_conv_lrn_relu_kernel)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # bf16 terms of u² in the window sums: 8 bits each, enough for the output's precision (fp32
@@ -224,50 +252,59 @@ def pixel_rows(t: torch.Tensor) -> int | None:
 _PLANS: dict = {}
 
 
-def _plan_table(channels, size, device) -> tuple[torch.Tensor, int, dict]:
+def _plan_table(groups, size, device) -> tuple[torch.Tensor, int, dict]:
     """The column plans of every BLOCK_N as one int32 table (cached: made once per module
     shape and device, before any CUDA graph capture), its row stride and {BLOCK_N: tiles}."""
-    key = (tuple(channels), size, str(device))
+    key = (tuple(groups), size, str(device))
     if key not in _PLANS:
-        widths = sorted({cfg[1] for cfg in tiling.REDUCTIONS_CONFIGS + tiling.POOL_CONFIGS} | {64})
-        plans = {bn: tiling.column_plan(channels, size, bn) for bn in widths}
+        widths = sorted({cfg[1] for cfg in tiling.CONFIGS} | {64})
+        plans = {bn: tiling.plan(groups, size, bn) for bn in widths}
         stride = 1 + 3 * max(len(p) for p in plans.values())
         table = torch.zeros((max(widths) // 64 + 1) * stride, dtype=torch.int32)
-        for bn, plan in plans.items():
+        for bn, tiles in plans.items():
             row = (bn // 64) * stride
-            table[row] = len(plan)
-            table[row + 1:row + 1 + 3 * len(plan)] = torch.tensor(plan).flatten()
+            table[row] = len(tiles)
+            table[row + 1:row + 1 + 3 * len(tiles)] = torch.tensor(tiles).flatten()
         _PLANS[key] = (table.to(device), stride, {bn: len(p) for bn, p in plans.items()})
     return _PLANS[key]
 
 
-def launch_arguments(x, weight, bias, dests, channels, lrn, ks=1, pool=False):
-    """(kernel, grid, positional arguments, constexpr keywords) of one launch. x and every
-    destination are channels_last row matrices (see ``pixel_rows``), weight is [C, KS, KS, Cin]
-    contiguous. tests/test_codegen.py compiles what this returns, so the checked code is the
-    code that runs."""
+def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weight=None,
+                     pool_bias=None, ks=1):
+    """(kernel, grid, positional arguments, constexpr keywords) of one launch.
+
+    ``channels`` are the branches in the order of ``dests``; with ``pool_weight`` the last one
+    is the pool projection (maxpool3×3(x) · pool_weightᵀ), the others read x through ``weight``
+    [C, KS, KS, Cin]. x and every destination are channels_last row matrices (see
+    ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what this returns, so the
+    checked code is the code that runs."""
     size, alpha, beta, k = lrn
     N, K, H, W = x.shape
     M = N * H * W
-    table, stride, tiles = _plan_table(channels, size, x.device)
-    slots = list(dests) + [dests[0]] * (3 - len(dests))   # unused slots: never stored to
+    pooled = pool_weight is not None
+    pool_from = sum(channels) - (channels[-1] if pooled else 0)
+    table, stride, tiles = _plan_table(branch_groups(channels, pool_from), size, x.device)
+    slots = list(dests) + [dests[0]] * (4 - len(dests))   # unused slots: never stored to
+    c0, c1, c2 = (list(channels) + [0, 0])[:3]
+    weight, bias = (weight, bias) if weight is not None else (pool_weight, pool_bias)
+    pool_weight, pool_bias = (pool_weight, pool_bias) if pooled else (weight, bias)
     precision = fp32_precision()
     terms = _WINDOW_TERMS[x.dtype if x.dtype != torch.float32 else precision]
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * tiles[meta["BLOCK_N"]],)
 
-    args = [x, pixel_rows(x), weight, bias, *(a for d in slots for a in (d, pixel_rows(d))),
-            table, stride, M, H, W, K, channels[0], channels[1] if len(channels) > 1 else 0,
-            sum(channels), triton.next_power_of_2(M), float(k), float(alpha) / size,
-            float(beta)]
-    constexprs = dict(SIZE=size, KS=ks, POOL=pool, NUM_BRANCHES=len(channels),
+    args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
+            *(a for d in slots for a in (d, pixel_rows(d))), table, stride,
+            M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
+            float(k), float(alpha) / size, float(beta)]
+    constexprs = dict(SIZE=size, KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
                       GROUP=GROUP_M)
-    return (_pool_kernel if pool else _gemm_kernel), grid, args, constexprs
+    return _kernel, grid, args, constexprs
 
 
-def _launch(x, weight, bias, dests, channels, lrn, ks=1, pool=False):
+def _launch(x, dests, channels, lrn, **weights):
     N, _, H, W = x.shape
     if N * H * W == 0:
         return
@@ -275,8 +312,7 @@ def _launch(x, weight, bias, dests, channels, lrn, ks=1, pool=False):
         x = x.contiguous(memory_format=torch.channels_last)
     staged = [d if pixel_rows(d) is not None else
               torch.empty_like(d, memory_format=torch.channels_last) for d in dests]
-    kernel, grid, args, constexprs = launch_arguments(x, weight, bias.contiguous(), staged,
-                                                      channels, lrn, ks, pool)
+    kernel, grid, args, constexprs = launch_arguments(x, staged, channels, lrn, **weights)
     kernel[grid](*args, **constexprs)
     for d, s in zip(dests, staged):
         if s is not d:
@@ -320,17 +356,20 @@ def _check_dest(name, t, shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
-def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0)):
-    """Branch 1 and the two reductions of an inception module, one GEMM.
+def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
+                   pool_weight=None, pool_bias=None, out_pool=None):
+    """Branch 1 and the two reductions of an inception module, one GEMM; with ``pool_weight``
+    the pool projection too, in the same launch (x read from memory once).
 
     x: [N, Cin, H, W]; weight: the stacked 1×1 weights [c1 + c3r + c5r, Cin(, 1, 1)]; bias
     [c1 + c3r + c5r]; channels = (c1, c3r, c5r). Writes relu(lrn(conv(x)[:, :c1])) into ``out1``
     ([N, c1, H, W], e.g. a channel slice of the module output) and returns the two reductions,
-    relu(lrn(.)) of the next c3r and c5r channels, as new channels_last tensors. ``lrn`` =
+    relu(lrn(.)) of the next c3r and c5r channels, as new channels_last tensors; with the pool
+    projection, relu(lrn(conv1x1(max_pool2d(x, 3, 1, 1)))) goes into ``out_pool``. ``lrn`` =
     (size, alpha, beta, k); each branch is normalized over its own channels.
 
     The kernel reads x as channels_last pixel rows: other layouts cost one conversion copy, and
-    an ``out1`` that is not a channels_last matrix (NCHW, say) is written through a staging copy.
+    an output that is not a channels_last matrix (NCHW, say) is written through a staging copy.
     """
     c1, c3r, c5r = channels
     weight = _check(x, weight, bias, [("out1", out1)], "reductions_1x1")
@@ -343,7 +382,14 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0)):
                        memory_format=torch.channels_last)
     red5 = torch.empty((N, c5r, H, W), device=x.device, dtype=x.dtype,
                        memory_format=torch.channels_last)
-    _launch(x, weight, bias, [out1, red3, red5], (c1, c3r, c5r), lrn)
+    dests, pool = [out1, red3, red5], {}
+    if pool_weight is not None:
+        pool_weight = _check(x, pool_weight, pool_bias, [("out_pool", out_pool)],
+                             "reductions_1x1 (pool projection)")
+        _check_dest("reductions_1x1: out_pool", out_pool, (N, pool_weight.shape[0], H, W))
+        dests, channels = dests + [out_pool], (*channels, pool_weight.shape[0])
+        pool = dict(pool_weight=pool_weight, pool_bias=pool_bias)
+    _launch(x, dests, channels, lrn, weight=weight, bias=bias, **pool)
     return red3, red5
 
 
@@ -351,12 +397,12 @@ def pool_projection(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
     """relu(lrn(conv1x1(max_pool2d(x, 3, 1, 1)))) into ``out`` [N, Cp, H, W].
 
     The max pool happens in the GEMM's operand load: no pooled tensor is written to memory.
-    Layouts as in ``reductions_1x1``.
+    Layouts as in ``reductions_1x1``, which can run this in its own launch.
     """
     weight = _check(x, weight, bias, [("out", out)], "pool_projection")
     N, _, H, W = x.shape
     _check_dest("pool_projection: out", out, (N, weight.shape[0], H, W))
-    _launch(x, weight, bias, [out], (weight.shape[0],), lrn, pool=True)
+    _launch(x, [out], (weight.shape[0],), lrn, pool_weight=weight, pool_bias=bias)
     return out
 
 
@@ -384,5 +430,5 @@ def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
         padded[:, K:] = 0
         padded[:, :K] = x
         x, weight = padded, F.pad(weight, (0, 16 - K % 16))
-    _launch(x, weight, bias, [out], (weight.shape[0],), lrn, ks=ks)
+    _launch(x, [out], (weight.shape[0],), lrn, weight=weight, bias=bias, ks=ks)
     return out

@@ -20,22 +20,12 @@ import math
 # stops at 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256
 # (and at 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and
 # 3.8). tests/test_codegen.py compiles each config in every dtype and checks for spills.
-REDUCTIONS_CONFIGS = [
+CONFIGS = [
     (128, 32, 64, 4, 4),
     (128, 64, 64, 8, 4),
     (64, 64, 64, 4, 4),
     (64, 128, 64, 8, 3),
 ]
-# The pool GEMM's operand is the max of nine loads: each pipeline stage holds nine A tiles, so
-# BLOCK_K 32 and two stages (BLOCK_K 64 spilled in fp32).
-POOL_CONFIGS = [
-    (64, 32, 32, 4, 2),
-    (64, 64, 32, 4, 2),
-    (128, 64, 32, 8, 2),
-    (64, 128, 32, 8, 2),
-]
-# Configs whose column waste is within this factor of the least wasteful BLOCK_N stay candidates.
-WASTE_SLACK = 1.05
 
 
 def branch_bounds(channels):
@@ -69,17 +59,30 @@ def column_plan(channels, size: int, block_n: int) -> list[tuple[int, int, int]]
     return tiles
 
 
-def waste(channels, size: int, block_n: int) -> float:
+def plan(groups, size: int, block_n: int) -> list[tuple[int, int, int]]:
+    """Column tiles of a GEMM that stacks ``groups`` of branches (a tuple of channel tuples),
+    channel numbers running on across groups: no tile mixes two groups (the pool projection,
+    which reads another operand, is a group of its own)."""
+    tiles, offset = [], 0
+    for channels in groups:
+        tiles += [(start + offset, lo + offset, hi + offset)
+                  for start, lo, hi in column_plan(channels, size, block_n)]
+        offset += sum(channels)
+    return tiles
+
+
+def waste(groups, size: int, block_n: int) -> float:
     """Computed columns per stored column (1.0 = no waste)."""
-    total = sum(channels)
-    return len(column_plan(channels, size, block_n)) * block_n / total if total else 1.0
+    total = sum(sum(channels) for channels in groups)
+    return len(plan(groups, size, block_n)) * block_n / total if total else 1.0
 
 
-def prune(configs, channels, size: int, rows: int):
-    """The configs worth timing for one GEMM: BLOCK_N within WASTE_SLACK of the least column
-    waste, and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49)."""
-    by_n = {cfg[1]: waste(channels, size, cfg[1]) for cfg in configs}
+def prune(configs, groups, size: int, rows: int):
+    """The configs worth timing for one GEMM: the BLOCK_N of least column waste (ties kept; the
+    GEMMs here are compute-bound at large batch, so wasted columns are wasted time), and BLOCK_M
+    no taller than the rows need (a batch-1 7×7 has 49)."""
+    by_n = {cfg[1]: waste(groups, size, cfg[1]) for cfg in configs}
     best = min(by_n.values())
-    kept = [cfg for cfg in configs if by_n[cfg[1]] <= best * WASTE_SLACK]
+    kept = [cfg for cfg in configs if by_n[cfg[1]] <= best * (1 + 1e-9)]
     short = [cfg for cfg in kept if cfg[0] <= max(64, 2 ** math.ceil(math.log2(max(rows, 1))))]
     return short or kept

@@ -4,8 +4,9 @@ specialize them; print one JSON row per compiled variant.
     python tests/aot_compile.py --out DIR
 
 For the nine inception modules at batch 1 and 256, channels_last, in fp32 / fp16 / bf16, the
-real launchers (reductions_1x1, pool_projection, conv_lrn_relu for the 3×3 and 5×5 branches) run
-on CPU tensors with the kernels swapped for recorders; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
+real launchers run as the triton backend runs them (reductions_1x1 with the pool projection
+folded in, conv_lrn_relu for the 3×3 and 5×5 branches) on CPU tensors, the kernel swapped for a
+recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
 "divisible by 16", pointer alignment) and compiled for every config of its autotune list.
 Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
 module and batch that use it; the JSON rows name the files.
@@ -46,10 +47,10 @@ class Recorder:
 
 def record_launches():
     """{(kernel name, dtype): [(module, batch, args, constexprs)]} from the real launchers;
-    the kernel is named by what it computes: "1x1", "3x3", "5x5" or "pool"."""
-    recorders = {"gemm": Recorder("gemm", K._gemm_kernel), "pool": Recorder("pool", K._pool_kernel)}
+    the launch is named by what it computes: "1x1+pool", "3x3" or "5x5"."""
+    recorder = Recorder("gemm", K._kernel)
     K.check_device = lambda x, who: None  # CPU tensors stand in for CUDA ones: nothing runs
-    K._gemm_kernel, K._pool_kernel = recorders["gemm"], recorders["pool"]
+    K._kernel = recorder
     launches = {}
     for dtype_name, dtype in DTYPES.items():
         for name, (cin, c1, c3r, c3, c5r, c5, cp) in INCEPTION_CONFIGS.items():
@@ -62,35 +63,32 @@ def record_launches():
                 w, b = torch.empty(c1 + c3r + c5r, cin, dtype=dtype), torch.empty(c1 + c3r + c5r,
                                                                                   dtype=dtype)
                 wp, bp = torch.empty(cp, cin, dtype=dtype), torch.empty(cp, dtype=dtype)
-                for rec in recorders.values():
-                    rec.calls.clear()
-                red3, red5 = K.reductions_1x1(x, w, b, (c1, c3r, c5r), out.narrow(1, 0, c1))
-                K.pool_projection(x, wp, bp, out.narrow(1, c1 + c3 + c5, cp))
+                recorder.calls.clear()
+                red3, red5 = K.reductions_1x1(x, w, b, (c1, c3r, c5r), out.narrow(1, 0, c1),
+                                              pool_weight=wp, pool_bias=bp,
+                                              out_pool=out.narrow(1, c1 + c3 + c5, cp))
                 K.conv_lrn_relu(red3, torch.empty(c3, c3r, 3, 3, dtype=dtype),
                                 torch.empty(c3, dtype=dtype), out.narrow(1, c1, c3))
                 K.conv_lrn_relu(red5, torch.empty(c5, c5r, 5, 5, dtype=dtype),
                                 torch.empty(c5, dtype=dtype), out.narrow(1, c1 + c3, c5))
-                for rec in recorders.values():
-                    for args, kwargs in rec.calls:
-                        kind = "pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}"
-                        launches.setdefault((kind, dtype_name), []).append(
-                            (name, n, args, kwargs))
-    return recorders, launches
+                for args, kwargs in recorder.calls:
+                    kind = "1x1+pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}"
+                    launches.setdefault((kind, dtype_name), []).append((name, n, args, kwargs))
+    return recorder, launches
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, help="folder for each variant's PTX and cubin")
     opts = parser.parse_args(argv)
-    recorders, launches = record_launches()
+    recorder, launches = record_launches()
     fn = K._conv_lrn_relu_kernel
     backend = make_backend(TARGET)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     results, compiled = [], {}
     for (kernel, dtype), calls in launches.items():
         for module, batch, args, constexprs in calls:
-            rec = recorders["pool" if kernel == "pool" else "gemm"]
-            for cfg in rec.autotuner.configs:
+            for cfg in recorder.autotuner.configs:
                 kwargs = dict(constexprs, **cfg.kwargs, num_warps=cfg.num_warps,
                               num_stages=cfg.num_stages)
                 bound, specialization, options = binder(*args, **kwargs)

@@ -19,23 +19,22 @@ def test_ideal_module_by_hand():
 
 
 def test_fused_gemm_waste_by_hand():
-    # 5b's pool GEMM at batch 1: 7×7 = 49 rows in one 64-row tile (the autotuner keeps only
-    # BLOCK_M 64 for 49 rows); cp = 128 channels in one 128-wide tile (no halo: the branch fits),
-    # the only width within the waste slack (64 needs 3 tiles for the halo: 1.5x).
-    k = roofline.gemm_1x1("pool", 1, 7, 832, [128], 2, "bf16", pool=True)
-    assert k.flops == 2.0 * 64 * 832 * 128
-    assert k.bf16_flops == 1 * 2.0 * 64 * 128 * 128   # one bf16 term of u² @ band
-    assert k.bytes == 2 * (49 * 832 + 128 * 832 + 49 * 128)
+    # 5b at batch 1: 7×7 = 49 rows in one 64-row tile (the autotuner keeps only BLOCK_M 64 for
+    # 49 rows). Its 1×1 launch stacks (384, 192, 48) and the pool projection's 128 apart: at
+    # BLOCK_N 128 that is 4 + 1 tiles (halos where 384 and 192 are cut), the least waste.
+    k = roofline.fused_module((832, 384, 192, 384, 48, 128, 128), 1, 7, "bf16")[0]
+    assert len(roofline.tiling.plan(((384, 192, 48), (128,)), 5, 128)) == 6
+    assert k.flops == 2.0 * 64 * 832 * 6 * 128
+    assert k.bf16_flops == 1 * 2.0 * 64 * 128 * 6 * 128   # one bf16 term of u² @ band
+    assert k.bytes == 2 * (49 * 832 + 752 * 832 + 49 * 752)  # x once, weights, the outputs
 
 
-def test_x_read_once_per_gemm():
+def test_x_read_once_per_launch():
     # 3a at batch 256: x is 77 MB, more than the 60 MB of L2, but the grouped raster runs a row
-    # block's column tiles together: x comes from HBM once.
-    k = roofline.gemm_1x1("reductions", 256, 28, 192, [64, 96, 16], 2, "bf16")
+    # block's column tiles together: x comes from HBM once for all four 1×1 branches.
+    k = roofline.fused_module((192, 64, 96, 128, 16, 32, 32), 256, 28, "bf16")[0]
     rows = 256 * 28 * 28
-    assert k.bytes == 2 * (rows * 192 + 176 * 192 + rows * 176)
-    # its columns: one 64-wide tile per 62 channels of a cut branch, 3 tiles for 176 channels
-    assert k.flops == 2.0 * rows * 192 * 3 * 64
+    assert k.bytes == 2 * (rows * 192 + 208 * 192 + rows * 208)
 
 
 def test_eager_above_fused_above_ideal_and_the_last_line():
