@@ -90,28 +90,33 @@ def test_max_pool3x3(benchmark, provider, layout):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("batch", [1, 32, 256])
 @pytest.mark.parametrize("provider", ["eager", "compile", "fused-triton"])
-@pytest.mark.parametrize("kernel", ["reductions", "pool"])
+@pytest.mark.parametrize("kernel", ["reductions", "pool", "3x3"])
 @pytest.mark.parametrize("module_name", ["3a", "4a", "5b"])
 def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
-    from googlenet_fused.kernels.conv_lrn_relu import pool_projection, reductions_1x1
+    """One Triton launch against the ATen ops it replaces, channels_last (the kernels' layout)."""
+    from googlenet_fused.kernels.conv_lrn_relu import (conv_lrn_relu, pool_projection,
+                                                       reductions_1x1)
 
-    cin, c1, c3r, _, c5r, _, cp = INCEPTION_CONFIGS[module_name]
+    cin, c1, c3r, c3, c5r, _, cp = INCEPTION_CONFIGS[module_name]
     s, dt = SPATIAL_AT_224[module_name], DTYPES[dtype]
-    x = torch.randn(batch, cin, s, s, device=DEVICE, dtype=dt)
-    chans = (c1, c3r, c5r) if kernel == "reductions" else (cp,)
-    w = torch.randn(sum(chans), cin, 1, 1, device=DEVICE, dtype=dt) * cin ** -0.5
+    cl = torch.channels_last
+    ks, cin = (3, c3r) if kernel == "3x3" else (1, cin)
+    chans = {"reductions": (c1, c3r, c5r), "pool": (cp,), "3x3": (c3,)}[kernel]
+    x = torch.randn(batch, cin, s, s, device=DEVICE, dtype=dt).contiguous(memory_format=cl)
+    w = torch.randn(sum(chans), cin, ks, ks, device=DEVICE, dtype=dt) * (cin * ks * ks) ** -0.5
     b = torch.randn(sum(chans), device=DEVICE, dtype=dt)
-    out = torch.empty(batch, chans[0], s, s, device=DEVICE, dtype=dt)
+    out = torch.empty(batch, chans[0], s, s, device=DEVICE, dtype=dt).contiguous(memory_format=cl)
 
     def eager():
         if kernel == "pool":
             return lrn_relu(F.conv2d(F.max_pool2d(x, 3, 1, 1), w, b))
         ws, bs = w.split(list(chans)), b.split(list(chans))
-        return [lrn_relu(F.conv2d(x, wi, bi)) for wi, bi in zip(ws, bs)]
+        return [lrn_relu(F.conv2d(x, wi, bi, padding=ks // 2)) for wi, bi in zip(ws, bs)]
 
     if provider == "fused-triton":
-        fn = (lambda: pool_projection(x, w, b, out, LRN)) if kernel == "pool" else \
-            (lambda: reductions_1x1(x, w, b, chans, out, LRN))
+        fn = {"pool": lambda: pool_projection(x, w, b, out, LRN),
+              "reductions": lambda: reductions_1x1(x, w, b, chans, out, LRN),
+              "3x3": lambda: conv_lrn_relu(x, w, b, out, LRN)}[kernel]
     elif provider == "compile":
         torch._dynamo.reset()
         fn = torch.compile(eager)
@@ -119,4 +124,4 @@ def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
         fn = eager
     benchmark.group = f"{kernel} {module_name} batch {batch} {dtype}"
     run_benchmark(benchmark, fn, dict(module=f"{module_name}-{kernel}", provider=provider,
-                                      batch=batch, dtype=dtype, layout="nchw"))
+                                      batch=batch, dtype=dtype, layout="channels_last"))

@@ -3,7 +3,7 @@ specialize them; print one JSON row per compiled variant.
 
     python tests/aot_compile.py --out DIR
 
-For the nine inception modules at batch 1 and 256, channels_last, in fp32 / fp16 / bf16, the
+For the nine inception modules at batch 1, 32 and 256, channels_last, in fp32 / fp16 / bf16, the
 real launchers run as the triton backend runs them (reductions_1x1 with the pool projection
 folded in, conv_lrn_relu for the 3×3 and 5×5 branches) on CPU tensors, the kernel swapped for a
 recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
@@ -32,7 +32,7 @@ from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa:
 
 TARGET = GPUTarget("cuda", 90, 64)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-BATCHES = (1, 256)
+BATCHES = (1, 32, 256)
 
 
 class Recorder:
