@@ -104,8 +104,11 @@ class FusedInception(Inception):
         elif backend == "triton":
             w_red, b_red = self.reduction_weights()
             conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
-            out = inception_triton(x, w_red, b_red, conv3.weight, conv3.bias, conv5.weight,
-                                   conv5.bias, proj.weight, proj.bias)
+            params = (w_red, b_red, conv3.weight, conv3.bias, conv5.weight, conv5.bias,
+                      proj.weight, proj.bias)
+            # Training stores the pre-activations its backward needs; inference does not.
+            training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
+            out = inception_triton(x, *params, training)[0]
         else:
             out = self._native(x)
         return out.contiguous(memory_format=layout_of(x))  # no copy when it already is

@@ -79,6 +79,7 @@ def _conv_lrn_relu_kernel(
     o1_ptr, o1m,                      # branch 1: [C0, C0 + C1)
     o2_ptr, o2m,                      # branch 2: [C0 + C1, C0 + C1 + C2)
     o3_ptr, o3m,                      # branch 3: [C0 + C1 + C2, C_TOTAL)
+    u_ptr, um,                        # rows of the pre-activations [M, C_TOTAL] (SAVE_U)
     plan_ptr, plan_stride,            # column tiles per BLOCK_N: [count, (start, lo, hi) * count]
     M, H, W, K, C0, C1, C2, C_TOTAL, POOL_FROM, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
@@ -89,6 +90,7 @@ def _conv_lrn_relu_kernel(
     UPCAST: tl.constexpr,             # dots in fp32: the interpreter's bf16 dot is wrong
     DOT_PRECISION: tl.constexpr,      # "tf32" or "ieee" for fp32 operands
     WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
+    SAVE_U: tl.constexpr,             # also store conv + bias, before LRN (for the backward)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP: tl.constexpr,
 ):
@@ -200,6 +202,8 @@ def _conv_lrn_relu_kernel(
     keep = m_mask[:, None] & ((c >= store_lo) & (c < store_hi))[None, :]
     out = y.to(o0_ptr.dtype.element_ty)
     rows = m.to(tl.int64)[:, None]
+    if SAVE_U:
+        tl.store(u_ptr + rows * um + c[None, :], u.to(u_ptr.dtype.element_ty), mask=keep)
     tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep & (branch == 0)[None, :])
     if NUM_BRANCHES > 1:
         tl.store(o1_ptr + rows * o1m + (c - C0)[None, :], out, mask=keep & (branch == 1)[None, :])
@@ -270,13 +274,14 @@ def _plan_table(groups, size, device) -> tuple[torch.Tensor, int, dict]:
 
 
 def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weight=None,
-                     pool_bias=None, ks=1):
+                     pool_bias=None, ks=1, preactivation=None):
     """(kernel, grid, positional arguments, constexpr keywords) of one launch.
 
     ``channels`` are the branches in the order of ``dests``; with ``pool_weight`` the last one
     is the pool projection (maxpool3×3(x) · pool_weightᵀ), the others read x through ``weight``
-    [C, KS, KS, Cin]. x and every destination are channels_last row matrices (see
-    ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what this returns, so the
+    [C, KS, KS, Cin]. ``preactivation``, if given, receives every branch's conv + bias (before
+    LRN) in launch order. x, every destination and ``preactivation`` are channels_last row
+    matrices (see ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what this returns, so the
     checked code is the code that runs."""
     size, alpha, beta, k = lrn
     N, K, H, W = x.shape
@@ -294,27 +299,33 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * tiles[meta["BLOCK_N"]],)
 
+    u = preactivation if preactivation is not None else dests[0]  # never stored to if None
     args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
-            *(a for d in slots for a in (d, pixel_rows(d))), table, stride,
+            *(a for d in slots for a in (d, pixel_rows(d))), u, pixel_rows(u), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
             float(k), float(alpha) / size, float(beta)]
     constexprs = dict(SIZE=size, KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
-                      GROUP=GROUP_M)
+                      SAVE_U=preactivation is not None, GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 
-def _launch(x, dests, channels, lrn, **weights):
+def _launch(x, dests, channels, lrn, preactivation=None, **weights):
+    """Launch with ``dests`` (and ``preactivation``) of any strides: those that are not
+    channels_last row matrices go through staging copies, x through one conversion."""
     N, _, H, W = x.shape
     if N * H * W == 0:
         return
     if pixel_rows(x) is None:  # NCHW or other strides: one conversion
         x = x.contiguous(memory_format=torch.channels_last)
+    wanted = dests + ([preactivation] if preactivation is not None else [])
     staged = [d if pixel_rows(d) is not None else
-              torch.empty_like(d, memory_format=torch.channels_last) for d in dests]
-    kernel, grid, args, constexprs = launch_arguments(x, staged, channels, lrn, **weights)
+              torch.empty_like(d, memory_format=torch.channels_last) for d in wanted]
+    u = staged[-1] if preactivation is not None else None
+    kernel, grid, args, constexprs = launch_arguments(x, staged[:len(dests)], channels, lrn,
+                                                      preactivation=u, **weights)
     kernel[grid](*args, **constexprs)
-    for d, s in zip(dests, staged):
+    for d, s in zip(wanted, staged):
         if s is not d:
             d.copy_(s)
 
@@ -351,13 +362,17 @@ def check_device(x: torch.Tensor, who: str):
                            f"CPU tensors); got a tensor on {x.device}")
 
 
+def _optional(name, t):
+    return [(name, t)] if t is not None else []
+
+
 def _check_dest(name, t, shape):
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
 def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
-                   pool_weight=None, pool_bias=None, out_pool=None):
+                   pool_weight=None, pool_bias=None, out_pool=None, preactivation=None):
     """Branch 1 and the two reductions of an inception module, one GEMM; with ``pool_weight``
     the pool projection too, in the same launch (x read from memory once).
 
@@ -366,13 +381,15 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
     ([N, c1, H, W], e.g. a channel slice of the module output) and returns the two reductions,
     relu(lrn(.)) of the next c3r and c5r channels, as new channels_last tensors; with the pool
     projection, relu(lrn(conv1x1(max_pool2d(x, 3, 1, 1)))) goes into ``out_pool``. ``lrn`` =
-    (size, alpha, beta, k); each branch is normalized over its own channels.
+    (size, alpha, beta, k); each branch is normalized over its own channels. ``preactivation``
+    ([N, c1 + c3r + c5r (+ cp), H, W]) receives conv + bias before LRN, for a backward pass.
 
     The kernel reads x as channels_last pixel rows: other layouts cost one conversion copy, and
     an output that is not a channels_last matrix (NCHW, say) is written through a staging copy.
     """
     c1, c3r, c5r = channels
-    weight = _check(x, weight, bias, [("out1", out1)], "reductions_1x1")
+    weight = _check(x, weight, bias, [("out1", out1), *_optional("preactivation", preactivation)],
+                    "reductions_1x1")
     N, _, H, W = x.shape
     if weight.shape[0] != c1 + c3r + c5r:
         raise ValueError(f"reductions_1x1: channels {tuple(channels)} do not add up to the "
@@ -389,7 +406,9 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
         _check_dest("reductions_1x1: out_pool", out_pool, (N, pool_weight.shape[0], H, W))
         dests, channels = dests + [out_pool], (*channels, pool_weight.shape[0])
         pool = dict(pool_weight=pool_weight, pool_bias=pool_bias)
-    _launch(x, dests, channels, lrn, weight=weight, bias=bias, **pool)
+    if preactivation is not None:
+        _check_dest("reductions_1x1: preactivation", preactivation, (N, sum(channels), H, W))
+    _launch(x, dests, channels, lrn, preactivation, weight=weight, bias=bias, **pool)
     return red3, red5
 
 
@@ -406,21 +425,25 @@ def pool_projection(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
     return out
 
 
-def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
+def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0), preactivation=None):
     """relu(lrn(conv2d(x, weight, bias, padding=KS // 2))) into ``out`` [N, C, H, W].
 
     weight: [C, Cin, KS, KS] with KS odd (stride 1, "same" padding: the 3×3 and 5×5 branches).
     The convolution is an implicit GEMM over the pixels' shifted rows: no im2col buffer, and the
     pre-activation never leaves the chip. Layouts as in ``reductions_1x1``; weights are read as
-    [C, KS, KS, Cin] (a copy unless they are channels_last already).
+    [C, KS, KS, Cin] (a copy unless they are channels_last already). ``preactivation`` ([N, C,
+    H, W]) receives conv + bias before LRN, for a backward pass.
     """
     ks = weight.shape[-1] if weight.dim() == 4 and weight.shape[2] == weight.shape[3] else 0
     if ks % 2 == 0:
         raise ValueError(f"conv_lrn_relu: expected square weights with an odd kernel size "
                          f"[C, Cin, KS, KS], got shape {tuple(weight.shape)}")
-    weight = _check(x, weight, bias, [("out", out)], "conv_lrn_relu", ks)
+    weight = _check(x, weight, bias, [("out", out), *_optional("preactivation", preactivation)],
+                    "conv_lrn_relu", ks)
     N, K, H, W = x.shape
     _check_dest("conv_lrn_relu: out", out, (N, weight.shape[0], H, W))
+    if preactivation is not None:
+        _check_dest("conv_lrn_relu: preactivation", preactivation, (N, weight.shape[0], H, W))
     if K % 16:
         # Rows of a multiple of 16 channels keep the operand loads 16-byte cp.async copies (and
         # unspecialized K spilled in fp32): zero channels added to x and the weights. Among the
@@ -430,5 +453,5 @@ def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
         padded[:, K:] = 0
         padded[:, :K] = x
         x, weight = padded, F.pad(weight, (0, 16 - K % 16))
-    _launch(x, [out], (weight.shape[0],), lrn, weight=weight, bias=bias, ks=ks)
+    _launch(x, [out], (weight.shape[0],), lrn, preactivation, weight=weight, bias=bias, ks=ks)
     return out

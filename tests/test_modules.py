@@ -294,9 +294,11 @@ def test_fused_googlenet_gradients_match():
 
 
 @pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
-def test_biases_folded_into_the_lrn_op(backend, monkeypatch):
-    # The CUDA policy (convolutions without bias, the LRN op adds it), run here on CPU.
-    monkeypatch.setattr(backends, "fold_bias", lambda x: True)
+def test_large_biases_outside_the_convolutions(backend, monkeypatch):
+    # native: the CUDA policy (convolutions without bias, the LRN op adds it), run here on CPU;
+    # triton: the biases are added in the GEMMs' epilogue.
+    if backend == "native":
+        monkeypatch.setattr(backends, "fold_bias", lambda x: True)
     config = ODD_CONFIGS[1]
     dtype = torch.float32 if backend == "triton" else torch.float64
     ref, fused = pair(config, backend, dtype)
@@ -331,6 +333,42 @@ def test_sgd_steps_stay_together(backend):
     with torch.no_grad():  # and the inference cache sees the updated weights
         x = torch.randn(2, config[0], 5, 5)
         torch.testing.assert_close(fused(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="needs triton (interpreter)")
+def test_triton_op_saves_preactivations_and_opchecks():
+    """training=True stores each branch's conv + bias (what the backward differentiates LRN
+    at) instead of recomputing the convolutions; training=False stores nothing and refuses a
+    backward."""
+    import torch.nn.functional as F
+
+    from googlenet_fused.inception_op import inception_triton
+
+    ref = Inception(*ODD_CONFIGS[1])
+    fused = FusedInception.from_module(ref, "triton")
+    w_red, b_red = fused.reduction_weights()
+    conv3, conv5, proj = ref.case2[3], ref.case3[3], ref.case4[1]
+    params = [t.detach() for t in (w_red, b_red, conv3.weight, conv3.bias, conv5.weight,
+                                   conv5.bias, proj.weight, proj.bias)]
+    x = torch.randn(2, ODD_CONFIGS[1][0], 4, 3)
+    out, u_1x1, u3, u5, red3, red5 = inception_triton(x, *params, True)
+    with torch.no_grad():
+        torch.testing.assert_close(out, ref(x), rtol=1e-5, atol=1e-6)
+        z = torch.cat([F.conv2d(x, params[0], params[1]),
+                       F.conv2d(F.max_pool2d(x, 3, 1, 1), params[6], params[7])], 1)
+        torch.testing.assert_close(u_1x1, z, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(u3, F.conv2d(red3, params[2], params[3], padding=1),
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(u5, F.conv2d(red5, params[4], params[5], padding=2),
+                                   rtol=1e-5, atol=1e-6)
+    assert all(t.numel() == 0 for t in inception_triton(x, *params, False)[1:4])
+    xg = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="training=False"):
+        inception_triton(xg, *params)[0].sum().backward()
+    for training in (True, False):
+        torch.library.opcheck(inception_triton, (x, *params, training),
+                              test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(inception_triton, (xg, *params, True))
 
 
 @pytest.mark.slow
