@@ -71,7 +71,7 @@ def triton_gemm(name, n, s, k_total, groups, in_channels, weights, item, dtype):
     branches it stacks (tiling.plan), ``in_channels`` the channels of each pixel it reads."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
     best = None
-    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, LRN_SIZE, rows):
+    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, LRN_SIZE, rows, ITEM[dtype]):
         columns = len(tiling.plan(groups, LRN_SIZE, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
         k = Kernel(name, flops=2.0 * padded_rows * k_total * columns,

@@ -60,7 +60,7 @@ def _prune(configs, named_args, **kwargs):
     as_tuples = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
                   c.num_stages): c for c in configs}
     kept = tiling.prune(list(as_tuples), branch_groups(channels, a["POOL_FROM"]), kwargs["SIZE"],
-                        a["M"])
+                        a["M"], a["x_ptr"].element_size())
     return [as_tuples[t] for t in kept]
 
 
@@ -91,12 +91,12 @@ def _conv_lrn_relu_kernel(
     DOT_PRECISION: tl.constexpr,      # "tf32" or "ieee" for fp32 operands
     WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
     SAVE_U: tl.constexpr,             # also store conv + bias, before LRN (for the backward)
+    POOL_K: tl.constexpr,             # K step of pool tiles: their operand is the max of 9 loads
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP: tl.constexpr,
 ):
     HALO_LO: tl.constexpr = SIZE // 2
     HALO_HI: tl.constexpr = (SIZE - 1) // 2
-    POOL_K: tl.constexpr = BLOCK_K // 2   # the pooled operand is the max of nine loads
 
     # Grouped raster: GROUP row tiles × every column tile, column tiles of a row block together.
     plan = plan_ptr + (BLOCK_N // 64) * plan_stride    # rows for BLOCK_N = 32, 64, 128
@@ -225,6 +225,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # bf16 terms of u² in the window sums: 8 bits each, enough for the output's precision (fp32
 # "ieee" gets all 24 bits; tf32's own products keep 10).
 _WINDOW_TERMS = {torch.float16: 2, torch.bfloat16: 1, "tf32": 2, "ieee": 3}
+# A pool tile holds nine operand tiles in registers for their max: [BLOCK_M, 32] in 16-bit,
+# [BLOCK_M, 16] in fp32 (at 32, the fp32 128×64 config spilled). Every config's BLOCK_K is 64.
+_POOL_K = {2: 32, 4: 16}
 
 
 def fp32_precision() -> str:
@@ -306,7 +309,8 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
             float(k), float(alpha) / size, float(beta)]
     constexprs = dict(SIZE=size, KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
-                      SAVE_U=preactivation is not None, GROUP=GROUP_M)
+                      SAVE_U=preactivation is not None, POOL_K=_POOL_K[x.element_size()],
+                      GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 

@@ -20,15 +20,24 @@ import math
 # stops at 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256
 # (and at 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and
 # 3.8); 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers), and with 8
-# warps its pool tiles' weight loads shrank to 8-byte copies. A pool tile's loop runs at
-# BLOCK_K / 2 with two stages (nine operand tiles per stage), inside the same shared memory.
+# warps its pool tiles' weight loads shrank to 8-byte copies. A pool tile's loop runs at a K
+# step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in the same shared
+# memory.
 # tests/test_codegen.py compiles each config in every dtype and checks all of this.
 CONFIGS = [
     (64, 32, 64, 4, 4),
-    (64, 64, 64, 4, 4),
+    (64, 64, 64, 8, 4),
     (128, 64, 64, 8, 4),
     (64, 128, 64, 8, 3),
 ]
+# In fp32 the 1×1 launch with pool tiles spilled at 128×64 (24 B per thread when it also stores
+# the pre-activations, 255 registers without): fp32 goes without it.
+FP32_EXCLUDED = {(128, 64, 64, 8, 4)}
+
+
+def usable(config, itemsize: int) -> bool:
+    """Whether ``config`` is in the list for operands of ``itemsize`` bytes."""
+    return itemsize != 4 or tuple(config) not in FP32_EXCLUDED
 
 
 def branch_bounds(channels):
@@ -80,10 +89,11 @@ def waste(groups, size: int, block_n: int) -> float:
     return len(plan(groups, size, block_n)) * block_n / total if total else 1.0
 
 
-def prune(configs, groups, size: int, rows: int):
+def prune(configs, groups, size: int, rows: int, itemsize: int = 2):
     """The configs worth timing for one GEMM: the BLOCK_N of least column waste (ties kept; the
     GEMMs here are compute-bound at large batch, so wasted columns are wasted time), and BLOCK_M
     no taller than the rows need (a batch-1 7×7 has 49)."""
+    configs = [cfg for cfg in configs if usable(cfg, itemsize)]
     by_n = {cfg[1]: waste(groups, size, cfg[1]) for cfg in configs}
     best = min(by_n.values())
     kept = [cfg for cfg in configs if by_n[cfg[1]] <= best * (1 + 1e-9)]

@@ -4,10 +4,11 @@ specialize them; print one JSON row per compiled variant.
     python tests/aot_compile.py --out DIR
 
 For the nine inception modules at batch 1, 32 and 256, channels_last, in fp32 / fp16 / bf16, the
-real launchers run as the triton backend runs them (reductions_1x1 with the pool projection
-folded in, conv_lrn_relu for the 3×3 and 5×5 branches) on CPU tensors, the kernel swapped for a
-recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
-"divisible by 16", pointer alignment) and compiled for every config of its autotune list.
+real launchers run as the triton backend runs them for inference and for training
+(reductions_1x1 with the pool projection folded in, conv_lrn_relu for the 3×3 and 5×5 branches)
+on CPU tensors, the kernel swapped for a recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
+"divisible by 16", pointer alignment) and compiled for every config of its autotune list that
+the dtype admits (tiling.usable).
 Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
 module and batch that use it; the JSON rows name the files.
 Run in its own process: the tests use the interpreter (TRITON_INTERPRET=1), whose functions
@@ -28,6 +29,7 @@ from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 from googlenet_fused.kernels import conv_lrn_relu as K  # noqa: E402
+from googlenet_fused.kernels import tiling  # noqa: E402
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 64)
@@ -47,7 +49,8 @@ class Recorder:
 
 def record_launches():
     """{(kernel name, dtype): [(module, batch, args, constexprs)]} from the real launchers;
-    the launch is named by what it computes: "1x1+pool", "3x3" or "5x5"."""
+    the launch is named by what it computes: "1x1+pool", "3x3" or "5x5", "training" added when
+    it also stores the pre-activations."""
     recorder = Recorder("gemm", K._kernel)
     K.check_device = lambda x, who: None  # CPU tensors stand in for CUDA ones: nothing runs
     K._kernel = recorder
@@ -64,15 +67,24 @@ def record_launches():
                                                                                   dtype=dtype)
                 wp, bp = torch.empty(cp, cin, dtype=dtype), torch.empty(cp, dtype=dtype)
                 recorder.calls.clear()
-                red3, red5 = K.reductions_1x1(x, w, b, (c1, c3r, c5r), out.narrow(1, 0, c1),
-                                              pool_weight=wp, pool_bias=bp,
-                                              out_pool=out.narrow(1, c1 + c3 + c5, cp))
-                K.conv_lrn_relu(red3, torch.empty(c3, c3r, 3, 3, dtype=dtype),
-                                torch.empty(c3, dtype=dtype), out.narrow(1, c1, c3))
-                K.conv_lrn_relu(red5, torch.empty(c5, c5r, 5, 5, dtype=dtype),
-                                torch.empty(c5, dtype=dtype), out.narrow(1, c1 + c3, c5))
+                for training in (False, True):  # training also stores the pre-activations
+                    def u(channels):
+                        return torch.empty((n, channels, s, s), dtype=dtype,
+                                           memory_format=torch.channels_last) if training else None
+
+                    red3, red5 = K.reductions_1x1(
+                        x, w, b, (c1, c3r, c5r), out.narrow(1, 0, c1), pool_weight=wp,
+                        pool_bias=bp, out_pool=out.narrow(1, c1 + c3 + c5, cp),
+                        preactivation=u(c1 + c3r + c5r + cp))
+                    K.conv_lrn_relu(red3, torch.empty(c3, c3r, 3, 3, dtype=dtype),
+                                    torch.empty(c3, dtype=dtype), out.narrow(1, c1, c3),
+                                    preactivation=u(c3))
+                    K.conv_lrn_relu(red5, torch.empty(c5, c5r, 5, 5, dtype=dtype),
+                                    torch.empty(c5, dtype=dtype), out.narrow(1, c1 + c3, c5),
+                                    preactivation=u(c5))
                 for args, kwargs in recorder.calls:
                     kind = "1x1+pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}"
+                    kind += " training" if kwargs["SAVE_U"] else ""
                     launches.setdefault((kind, dtype_name), []).append((name, n, args, kwargs))
     return recorder, launches
 
@@ -88,7 +100,11 @@ def main(argv=None):
     results, compiled = [], {}
     for (kernel, dtype), calls in launches.items():
         for module, batch, args, constexprs in calls:
-            for cfg in recorder.autotuner.configs:
+            itemsize = DTYPES[dtype].itemsize
+            for cfg in [c for c in recorder.autotuner.configs
+                        if tiling.usable((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
+                                          c.kwargs["BLOCK_K"], c.num_warps, c.num_stages),
+                                         itemsize)]:
                 kwargs = dict(constexprs, **cfg.kwargs, num_warps=cfg.num_warps,
                               num_stages=cfg.num_stages)
                 bound, specialization, options = binder(*args, **kwargs)
@@ -116,7 +132,8 @@ def main(argv=None):
                         os.makedirs(opts.out, exist_ok=True)
                         c = cfg.kwargs
                         stem = os.path.join(opts.out, (
-                            f"{kernel}_{dtype}_m{c['BLOCK_M']}n{c['BLOCK_N']}k{c['BLOCK_K']}"
+                            f"{kernel.replace(' ', '-')}_{dtype}_"
+                            f"m{c['BLOCK_M']}n{c['BLOCK_N']}k{c['BLOCK_K']}"
                             f"w{cfg.num_warps}s{cfg.num_stages}_{module}_b{batch}_"
                             f"v{compiled[key]['variant']}"))
                         with open(stem + ".ptx", "w") as f:
