@@ -65,18 +65,21 @@ def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def triton_gemm(name, n, s, k_total, groups, in_channels, weights, item, dtype):
-    """One Triton GEMM + LRN + ReLU with its real tiling, at the best config its autotuner
-    keeps (tiling.prune): ``k_total`` is its reduction length (Cin · KS²), ``groups`` the
-    branches it stacks (tiling.plan), ``in_channels`` the channels of each pixel it reads."""
+def triton_gemm(name, n, s, ks, cin, groups, item, dtype):
+    """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
+    launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
+    ``groups`` are the branches it stacks (tiling.plan); each tap's K is padded to the launch's
+    K step (tiling.k_step)."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
+    step = tiling.k_step(cin)
+    k_total = ks * ks * math.ceil(cin / step) * step
     best = None
-    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, LRN_SIZE, rows, ITEM[dtype]):
+    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, LRN_SIZE, rows, ITEM[dtype], step):
         columns = len(tiling.plan(groups, LRN_SIZE, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
         k = Kernel(name, flops=2.0 * padded_rows * k_total * columns,
                    bf16_flops=WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns,
-                   bytes=(rows * in_channels + weights + rows * cout) * item)
+                   bytes=(rows * cin + ks * ks * cin * cout + rows * cout) * item)
         if best is None or k.seconds(dtype) < best.seconds(dtype):
             best = k
     return best
@@ -88,10 +91,9 @@ def fused_module(cfg, n, s, dtype):
     k5 = -(-c5r // 16) * 16  # the launcher pads a conv's input channels to 16 (4b's 5×5)
     ones = ((c1, c3r, c5r), (cp,))   # the pool projection's tiles apart: another operand
     return [
-        triton_gemm("1×1 GEMM (reductions + pool projection)", n, s, cin, ones, cin,
-                    cin * (c1 + c3r + c5r + cp), item, dtype),
-        triton_gemm("3×3 GEMM", n, s, 9 * c3r, ((c3,),), c3r, 9 * c3r * c3, item, dtype),
-        triton_gemm("5×5 GEMM", n, s, 25 * k5, ((c5,),), k5, 25 * k5 * c5, item, dtype),
+        triton_gemm("1×1 GEMM (reductions + pool projection)", n, s, 1, cin, ones, item, dtype),
+        triton_gemm("3×3 GEMM", n, s, 3, c3r, ((c3,),), item, dtype),
+        triton_gemm("5×5 GEMM", n, s, 5, k5, ((c5,),), item, dtype),
     ]
 
 
@@ -263,8 +265,8 @@ def report(batches=(32, 256), dtype="bf16") -> str:
         kernels = fused_module(cfg, n, s, dtype)
         gemm = [gemm[0] + kernels[0].flops, gemm[1] + sum(k.flops for k in kernels)]
         window += sum(k.bf16_flops for k in kernels)
-    lines += [f"Compute waste over the nine modules, batch {n} (tile padding, LRN halo columns): "
-              f"1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all GEMMs "
+    lines += [f"Compute waste over the nine modules, batch {n} (tile padding, LRN halo columns, "
+              f"K steps): 1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all GEMMs "
               f"{100 * (gemm[1] / exact[1] - 1):.1f} %; the window product adds "
               f"{100 * window / exact[1]:.1f} % (bf16).", ""]
     lines.append(f"nine modules, batch {n}, {dtype}: fused/ideal = "

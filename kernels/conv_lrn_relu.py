@@ -40,9 +40,9 @@ def configs() -> list[triton.Config]:
     """Autotune candidates from kernels/tiling.py. The interpreter runs every config it is
     given, so it gets one."""
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64})]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w,
-                          num_stages=s) for bm, bn, bk, w, s in tiling.CONFIGS]
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64})]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in tiling.CONFIGS]
 
 
 def branch_groups(channels, pool_from):
@@ -53,14 +53,20 @@ def branch_groups(channels, pool_from):
     return tuple(g for g in (before, tuple(channels[len(before):])) if g)
 
 
+def config_tuple(config: triton.Config) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages), as in tiling.CONFIGS."""
+    return (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps,
+            config.num_stages)
+
+
 def _prune(configs, named_args, **kwargs):
     a = named_args
     channels = [a["C0"], a["C1"], a["C2"], a["C_TOTAL"] - a["C0"] - a["C1"] - a["C2"]]
     channels = channels[:kwargs["NUM_BRANCHES"]]
-    as_tuples = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
-                  c.num_stages): c for c in configs}
+    as_tuples = {config_tuple(c): c for c in configs}
     kept = tiling.prune(list(as_tuples), branch_groups(channels, a["POOL_FROM"]), kwargs["SIZE"],
-                        a["M"], a["x_ptr"].element_size())
+                        a["M"], a["x_ptr"].element_size(), kwargs["BLOCK_K"],
+                        kwargs["POOL"] and kwargs["SAVE_U"])
     return [as_tuples[t] for t in kept]
 
 
@@ -92,7 +98,8 @@ def _conv_lrn_relu_kernel(
     WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
     SAVE_U: tl.constexpr,             # also store conv + bias, before LRN (for the backward)
     POOL_K: tl.constexpr,             # K step of pool tiles: their operand is the max of 9 loads
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_K: tl.constexpr,            # K step of the other tiles (tiling.k_step)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     GROUP: tl.constexpr,
 ):
     HALO_LO: tl.constexpr = SIZE // 2
@@ -217,7 +224,7 @@ def _conv_lrn_relu_kernel(
 
 # Layout is not in the key: every launch reads channels_last rows. M_BUCKET is the batch's
 # power-of-two bucket: a config tuned at batch 256 is not reused at batch 1.
-_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C2", "C_TOTAL", "POOL_FROM", "KS"]
+_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C2", "C_TOTAL", "POOL_FROM", "KS", "BLOCK_K"]
 _kernel = triton.autotune(configs(), key=_TUNE_KEY,
                           prune_configs_by={"early_config_prune": _prune})(_conv_lrn_relu_kernel)
 
@@ -225,9 +232,6 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # bf16 terms of u² in the window sums: 8 bits each, enough for the output's precision (fp32
 # "ieee" gets all 24 bits; tf32's own products keep 10).
 _WINDOW_TERMS = {torch.float16: 2, torch.bfloat16: 1, "tf32": 2, "ieee": 3}
-# A pool tile holds nine operand tiles in registers for their max: [BLOCK_M, 32] in 16-bit,
-# [BLOCK_M, 16] in fp32 (at 32, the fp32 128×64 config spilled). Every config's BLOCK_K is 64.
-_POOL_K = {2: 32, 4: 16}
 
 
 def fp32_precision() -> str:
@@ -309,8 +313,8 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
             float(k), float(alpha) / size, float(beta)]
     constexprs = dict(SIZE=size, KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
-                      SAVE_U=preactivation is not None, POOL_K=_POOL_K[x.element_size()],
-                      GROUP=GROUP_M)
+                      SAVE_U=preactivation is not None, POOL_K=tiling.POOL_K[x.element_size()],
+                      BLOCK_K=tiling.k_step(K), GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 

@@ -14,30 +14,49 @@ from __future__ import annotations
 
 import math
 
-# Hopper candidates (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). BLOCK_K 64 = 128-byte
-# rows of 16-bit operands; 3-4 stages of cp.async hide HBM latency behind the wgmma of the
-# previous steps; narrow N where rounding the branches up to a wide tile would waste. BLOCK_N
-# stops at 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256
-# (and at 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and
-# 3.8); 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers), and with 8
-# warps its pool tiles' weight loads shrank to 8-byte copies. A pool tile's loop runs at a K
-# step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in the same shared
-# memory.
-# tests/test_codegen.py compiles each config in every dtype and checks all of this.
+# Hopper candidates (BLOCK_M, BLOCK_N, num_warps, num_stages); the K step is not tuned, it
+# follows K (k_step). 3-4 stages of cp.async hide HBM latency behind the wgmma of the previous
+# steps; narrow N where rounding the branches up to a wide tile would waste. BLOCK_N stops at
+# 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256 (and at
+# 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and 3.8);
+# 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). A pool tile's
+# loop runs at a K step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in
+# the same shared memory. tests/test_codegen.py compiles each config in every dtype and checks
+# all of this.
 CONFIGS = [
-    (64, 32, 64, 4, 4),
-    (64, 64, 64, 8, 4),
-    (128, 64, 64, 8, 4),
-    (64, 128, 64, 8, 3),
+    (64, 32, 4, 4),
+    (64, 64, 8, 4),
+    (128, 64, 8, 4),
+    (64, 128, 8, 3),
 ]
-# In fp32 the 1×1 launch with pool tiles spilled at 128×64 (24 B per thread when it also stores
-# the pre-activations, 255 registers without): fp32 goes without it.
-FP32_EXCLUDED = {(128, 64, 64, 8, 4)}
+# Measured exclusions (sm_90 compiles of every launch, triton 3.6 and 3.8): 128×64 spilled in
+# fp32 in the 1×1 launch with pool tiles (24-56 B per thread when it also stores the
+# pre-activations, 255 registers without), and 64×128 spilled under triton 3.6 in that launch
+# when it stores the pre-activations (8-80 B, fp16 and fp32).
+FP32_EXCLUDED = {(128, 64, 8, 4)}
+TRAINING_POOL_EXCLUDED = {(64, 128, 8, 3)}
+POOL_K = {2: 32, 4: 16}  # K step of pool tiles by operand bytes
 
 
-def usable(config, itemsize: int) -> bool:
-    """Whether ``config`` is in the list for operands of ``itemsize`` bytes."""
-    return itemsize != 4 or tuple(config) not in FP32_EXCLUDED
+def k_step(k: int) -> int:
+    """The K step of a launch over ``k`` input channels per tap: of 64 and 32, the one of
+    least padding per tap (ties: 64). A 16-wide step would waste less on few channels per tap
+    (a 5×5 over 16 channels pads each tap to 32), but no config moves its operand tiles in
+    16-byte copies at that width."""
+    return min((64, 32), key=lambda step: (-(-k // step) * step, -step))
+
+
+def usable(config, itemsize: int, step: int = 64, pool_and_training: bool = False) -> bool:
+    """Whether ``config`` may run a launch with ``itemsize``-byte operands and K step ``step``
+    (``pool_and_training``: a launch with pool tiles that also stores pre-activations): not
+    excluded above, and every thread's share of each operand tile (A: BLOCK_M × step,
+    B: step × BLOCK_N; pool tiles at POOL_K) at least one 16-byte cp.async copy."""
+    bm, bn, warps, _ = config
+    threads = 32 * warps
+    shares = [bm * step, step * bn, bm * POOL_K[itemsize], POOL_K[itemsize] * bn]
+    return ((itemsize != 4 or tuple(config) not in FP32_EXCLUDED)
+            and not (pool_and_training and tuple(config) in TRAINING_POOL_EXCLUDED)
+            and all(n * itemsize // threads >= 16 for n in shares))
 
 
 def branch_bounds(channels):
@@ -89,11 +108,13 @@ def waste(groups, size: int, block_n: int) -> float:
     return len(plan(groups, size, block_n)) * block_n / total if total else 1.0
 
 
-def prune(configs, groups, size: int, rows: int, itemsize: int = 2):
+def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 64,
+          pool_and_training: bool = False):
     """The configs worth timing for one GEMM: the BLOCK_N of least column waste (ties kept; the
     GEMMs here are compute-bound at large batch, so wasted columns are wasted time), and BLOCK_M
     no taller than the rows need (a batch-1 7×7 has 49)."""
-    configs = [cfg for cfg in configs if usable(cfg, itemsize)]
+    configs = [cfg for cfg in configs
+               if usable(cfg, itemsize, step, pool_and_training)] or configs
     by_n = {cfg[1]: waste(groups, size, cfg[1]) for cfg in configs}
     best = min(by_n.values())
     kept = [cfg for cfg in configs if by_n[cfg[1]] <= best * (1 + 1e-9)]

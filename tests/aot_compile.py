@@ -8,7 +8,7 @@ real launchers run as the triton backend runs them for inference and for trainin
 (reductions_1x1 with the pool projection folded in, conv_lrn_relu for the 3×3 and 5×5 branches)
 on CPU tensors, the kernel swapped for a recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
 "divisible by 16", pointer alignment) and compiled for every config of its autotune list that
-the dtype admits (tiling.usable).
+the launch admits (tiling.usable: dtype and K step).
 Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
 module and batch that use it; the JSON rows name the files.
 Run in its own process: the tests use the interpreter (TRITON_INTERPRET=1), whose functions
@@ -102,9 +102,8 @@ def main(argv=None):
         for module, batch, args, constexprs in calls:
             itemsize = DTYPES[dtype].itemsize
             for cfg in [c for c in recorder.autotuner.configs
-                        if tiling.usable((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
-                                          c.kwargs["BLOCK_K"], c.num_warps, c.num_stages),
-                                         itemsize)]:
+                        if tiling.usable(K.config_tuple(c), itemsize, constexprs["BLOCK_K"],
+                                         constexprs["POOL"] and constexprs["SAVE_U"])]:
                 kwargs = dict(constexprs, **cfg.kwargs, num_warps=cfg.num_warps,
                               num_stages=cfg.num_stages)
                 bound, specialization, options = binder(*args, **kwargs)
@@ -127,13 +126,14 @@ def main(argv=None):
                     except Exception as exc:  # reported, and failed, by the test
                         compiled[key] = dict(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
                     compiled[key].update(variant=len(compiled) - 1, kernel=kernel, dtype=dtype,
-                                         config=str(cfg), num_stages=cfg.num_stages)
+                                         config=str(cfg), num_stages=cfg.num_stages,
+                                         k_step=constexprs["BLOCK_K"])
                     if compiled[key]["ok"]:
                         os.makedirs(opts.out, exist_ok=True)
                         c = cfg.kwargs
                         stem = os.path.join(opts.out, (
                             f"{kernel.replace(' ', '-')}_{dtype}_"
-                            f"m{c['BLOCK_M']}n{c['BLOCK_N']}k{c['BLOCK_K']}"
+                            f"m{c['BLOCK_M']}n{c['BLOCK_N']}k{constexprs['BLOCK_K']}"
                             f"w{cfg.num_warps}s{cfg.num_stages}_{module}_b{batch}_"
                             f"v{compiled[key]['variant']}"))
                         with open(stem + ".ptx", "w") as f:

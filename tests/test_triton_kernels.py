@@ -169,7 +169,7 @@ def test_interpreter_column_plans_at_other_tile_widths(block_n, pool):
              for c in channels]
     weights = dict(weight=w, bias=b) | (dict(pool_weight=wp, pool_bias=bp) if pool else {})
     kernel, grid, args, constexprs = K.launch_arguments(x, dests, channels, LRN, **weights)
-    meta = dict(BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=32)
+    meta = dict(BLOCK_M=16, BLOCK_N=block_n)
     K._conv_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
     ref = reference_reductions(x, w, b, channels[:3])
     ref += [reference_pool(x, wp, bp)] if pool else []
