@@ -1,8 +1,9 @@
 """The one place that decides which implementation runs a fused inception module.
 
 Backends (``backend=`` of FusedInception / FusedGoogLeNet / fuse):
-- ``"triton"``: Triton GEMMs for the merged 1×1 reductions and the pool projection (max pool in
-  the operand load), cuDNN for the 3×3 / 5×5, the extension for their LRN + ReLU + placement.
+- ``"triton"``: three Triton GEMM launches per module, each with bias + LRN + ReLU in its
+  epilogue, stored into the output's channel slices: the merged 1×1 reductions with the pool
+  projection (max pool in the operand load), then the 3×3 and the 5×5 as implicit GEMMs.
   CUDA tensors; CPU tensors only under TRITON_INTERPRET=1 (tests).
 - ``"native"``: ATen convolutions with the merged 1×1 weights and the extension's fused
   LRN + ReLU + concat. CPU and CUDA; the fast CPU path.
