@@ -1,7 +1,5 @@
 """Triton kernels: interpreter numerics on CPU and GPU numerics (their code for the H200 is
 checked in tests/test_codegen.py)."""
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
