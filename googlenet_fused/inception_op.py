@@ -1,29 +1,39 @@
-"""The Triton backend of one inception module as a single torch.library op.
+"""One inception module as one torch.library op per backend, both following one data flow.
 
-``googlenet_fused::inception_triton`` allocates the module output, channels_last whatever the
-input's layout (the Triton GEMMs read and write pixel rows), and fills its four channel slices
-in place: branch 1, the reductions and the pool projection (max pool in its operand load) from
-one Triton GEMM launch that reads x once, the 3×3 and 5×5 branches from Triton implicit-GEMM
-convolutions, each with its LRN + ReLU in the GEMM's epilogue (no pre-activation in memory, no
-torch.cat). torch.compile and torch.export see one op (fake kernel below).
+The module's data flow is written once, here (:func:`module_forward`, :func:`_backward`); a
+backend only says which kernel runs each step (:class:`TritonSteps`, :class:`NativeSteps`).
 
-Training (``training=True``): the same launches also store each branch's pre-activation (conv +
-bias, before LRN), returned with the reductions' outputs. The registered backward needs nothing
-else: it recomputes no convolution, only the max pool the pool projection read (one pass over
-x), and runs the LRN + ReLU backward of all four branches as one extension op. Saved per
-module: the pre-activations (the output's size plus the reductions') and the reductions'
-outputs, against a recompute of the module's forward.
+Forward, into one channels_last output whose four channel slices the branches fill in place
+(no torch.cat):
+
+1. What reads x: the 1×1 branch and the 3×3 / 5×5 reductions as one GEMM over their stacked
+   weights, and the pool projection over max_pool3x3(x); each with bias + LRN + ReLU. The 1×1
+   and pool branches land in their output slices, the reductions in two new tensors.
+2. The 3×3 and 5×5 convolutions over the reductions, with bias + LRN + ReLU, into their slices.
+
+Triton runs step 1 as one launch (max pool in the operand load, x read once) and each
+convolution of step 2 as one implicit GEMM, LRN + ReLU in the epilogues. Native runs ATen
+convolutions and the extension's LRN + ReLU op writing into the slices.
+
+Training (``training=True``): each step also returns its pre-activations (conv + bias, before
+LRN; without the bias where the native backend adds it in the LRN op instead, see
+backends.fold_bias) and the reductions' outputs, and the native backend the pooled x. The
+backward, shared, recomputes no convolution: LRN + ReLU backward of the four branches in one
+extension pass, each convolution's input / weight / bias gradients in one ATen call, the merged
+1×1s as one GEMM per gradient, and the max pool's routing (the pooling is recomputed only
+where the forward kept no pooled x: Triton pooled in registers).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.grad import conv2d_input, conv2d_weight
 
-from . import ops  # noqa: F401  (registers the extension ops the backward calls)
+from . import backends, ops
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+# (out, u_red, u_pool, u3, u5, red3, red5, pooled): see module_forward.
+OUTPUTS = 8
 
 
 def layout_of(x: torch.Tensor) -> torch.memory_format:
@@ -39,86 +49,199 @@ def channel_plan(w_red, w3, w5, wp):
     return w_red.shape[0] - c3r - c5r, c3r, c5r, w3.shape[0], w5.shape[0], wp.shape[0]
 
 
-@torch.library.custom_op("googlenet_fused::inception_triton", mutates_args=())
-def inception_triton(x: torch.Tensor, w_red: torch.Tensor, b_red: torch.Tensor,
-                     w3: torch.Tensor, b3: torch.Tensor, w5: torch.Tensor, b5: torch.Tensor,
-                     wp: torch.Tensor, bp: torch.Tensor, training: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                torch.Tensor, torch.Tensor]:
-    """Inception module forward; w_red [c1 + c3r + c5r, Cin, 1, 1] stacks the 1×1 weights.
+class TritonSteps:
+    """Each step one Triton launch: conv + bias + LRN + ReLU, stored into its destinations."""
 
-    Returns (out, u_1x1, u3, u5, red3, red5): the module output and, for the backward, the
-    pre-activations of the 1×1 launch ([c1 | c3r | c5r | cp] channels), of the 3×3 and the 5×5
-    branches, and the reductions' outputs. Without ``training`` the pre-activations are not
-    stored (empty tensors)."""
-    from .kernels.conv_lrn_relu import conv_lrn_relu, reductions_1x1
+    name = "triton"
+    keeps_pooled = False  # the pooling happens in the GEMM's operand load
 
-    c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
+    @staticmethod
+    def folds_bias(x):
+        return False
+
+    @staticmethod
+    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training):
+        from .kernels.conv_lrn_relu import reductions_1x1
+
+        u_red, u_pool = (_new_like(x, sum(sizes)), _new_like(x, wp.shape[0])) if training else (
+            None, None)
+        red3, red5 = reductions_1x1(x, w_red, b_red, sizes, out1, LRN, pool_weight=wp,
+                                    pool_bias=bp, out_pool=out_pool, preactivation=u_red,
+                                    pool_preactivation=u_pool)
+        return u_red, u_pool, red3, red5, None
+
+    @staticmethod
+    def branch(red, w, b, out, training):
+        from .kernels.conv_lrn_relu import conv_lrn_relu
+
+        u = _new_like(red, w.shape[0]) if training else None
+        conv_lrn_relu(red, w, b, out, LRN, u)
+        return u
+
+
+class NativeSteps:
+    """ATen convolutions (oneDNN, cuDNN) and the extension's LRN + ReLU writing into slices."""
+
+    name = "native"
+    keeps_pooled = True
+
+    @staticmethod
+    def folds_bias(x):
+        return backends.fold_bias(x)
+
+    @staticmethod
+    def _conv_lrn_relu(inp, w, b, out, padding=0):
+        """conv → (bias) → LRN + ReLU into ``out``; returns the pre-activation."""
+        fold = backends.fold_bias(inp)
+        u = _channels_last(F.conv2d(inp, w, None if fold else b, padding=padding))
+        torch.ops.googlenet_fused.lrn_relu_concat_into(out, [u], *LRN, True,
+                                                       [b] if fold else None)
+        return u
+
+    @staticmethod
+    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training):
+        fold = backends.fold_bias(x)
+        u_red = _channels_last(F.conv2d(x, w_red, None if fold else b_red))
+        red3, red5 = _new_like(x, sizes[1]), _new_like(x, sizes[2])
+        lrn_into = torch.ops.googlenet_fused.lrn_relu_concat_into
+        for out, u, b in zip((out1, red3, red5), u_red.split(sizes, 1), b_red.split(sizes)):
+            lrn_into(out, [u], *LRN, True, [b] if fold else None)
+        pooled = ops.max_pool3x3(x)
+        u_pool = NativeSteps._conv_lrn_relu(pooled, wp, bp, out_pool)
+        return u_red, u_pool, red3, red5, pooled
+
+    @staticmethod
+    def branch(red, w, b, out, training):
+        return NativeSteps._conv_lrn_relu(red, w, b, out, padding=w.shape[-1] // 2)
+
+
+def _new_like(x, channels):
     N, _, H, W = x.shape
-    x = x.contiguous(memory_format=torch.channels_last)  # once, for every launch
-
-    def new(channels):
-        return torch.empty((N, channels, H, W) if training else (0,), device=x.device,
-                           dtype=x.dtype, memory_format=torch.channels_last if training else
-                           torch.contiguous_format)
-
-    out = torch.empty((N, c1 + c3 + c5 + cp, H, W), device=x.device, dtype=x.dtype,
-                      memory_format=torch.channels_last)
-    u_1x1, u3, u5 = new(c1 + c3r + c5r + cp), new(c3), new(c5)
-    saved = dict(preactivation=u_1x1) if training else {}
-    red3, red5 = reductions_1x1(x, w_red, b_red, (c1, c3r, c5r), out.narrow(1, 0, c1), LRN,
-                                pool_weight=wp, pool_bias=bp,
-                                out_pool=out.narrow(1, c1 + c3 + c5, cp), **saved)
-    conv_lrn_relu(red3, w3, b3, out.narrow(1, c1, c3), LRN, u3 if training else None)
-    conv_lrn_relu(red5, w5, b5, out.narrow(1, c1 + c3, c5), LRN, u5 if training else None)
-    return out, u_1x1, u3, u5, red3, red5
+    return torch.empty((N, channels, H, W), device=x.device, dtype=x.dtype,
+                       memory_format=torch.channels_last)
 
 
-@inception_triton.register_fake
-def _(x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False):
+def _channels_last(t):
+    """``t`` with the strides of a new channels_last tensor (what the fake kernel promises):
+    ATen's convolution keeps NCHW strides where its input has one channel."""
+    new = _new_like(t, t.shape[1])
+    return t if t.stride() == new.stride() else new.copy_(t)
+
+
+def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False):
+    """The module's forward as ``steps`` runs it; returns (out, u_red, u_pool, u3, u5, red3,
+    red5, pooled): the output and, with ``training``, what the backward needs (empty tensors
+    otherwise; ``pooled`` only from a backend that keeps it)."""
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
-    N, _, H, W = x.shape
+    x = x.contiguous(memory_format=torch.channels_last)  # once, for every step
+    out = _new_like(x, c1 + c3 + c5 + cp)
+    # 1. What reads x: 1×1 branch, both reductions, pool projection.
+    u_red, u_pool, red3, red5, pooled = steps.reads_x(
+        x, w_red, b_red, wp, bp, (c1, c3r, c5r), out.narrow(1, 0, c1),
+        out.narrow(1, c1 + c3 + c5, cp), training)
+    # 2. The 3×3 and 5×5 over the reductions.
+    u3 = steps.branch(red3, w3, b3, out.narrow(1, c1, c3), training)
+    u5 = steps.branch(red5, w5, b5, out.narrow(1, c1 + c3, c5), training)
+    saved = (u_red, u_pool, u3, u5, red3, red5, pooled)
+    if not training:  # only out; the reductions are kept for the fake kernel's sake
+        saved = (None, None, None, None, red3, red5, None)
+    return (out, *(t if t is not None else x.new_empty(0) for t in saved))
 
-    def new(channels, always=False):
-        if training or always:
-            return x.new_empty((N, channels, H, W)).contiguous(memory_format=torch.channels_last)
-        return x.new_empty((0,))
 
-    return (new(c1 + c3 + c5 + cp, always=True), new(c1 + c3r + c5r + cp), new(c3), new(c5),
-            new(c3r, always=True), new(c5r, always=True))
+def _fake(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False):
+    c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
+
+    def new(channels, keep=True):
+        return _new_like(x, channels) if keep else x.new_empty(0)
+
+    return (new(c1 + c3 + c5 + cp), new(c1 + c3r + c5r, training), new(cp, training),
+            new(c3, training), new(c5, training), new(c3r), new(c5r),
+            new(x.shape[1], training and steps.keeps_pooled))
 
 
 def _setup_context(ctx, inputs, output):
     x, w_red, b_red, w3, b3, w5, b5, wp, bp, *training = inputs
     ctx.training = bool(training and training[0])
-    _, u_1x1, u3, u5, red3, red5 = output
-    ctx.mark_non_differentiable(u_1x1, u3, u5, red3, red5)
-    ctx.save_for_backward(x, w_red, w3, w5, wp, u_1x1, u3, u5, red3, red5)
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs kept for backward
+    ctx.save_for_backward(x, w_red, b_red, w3, b3, w5, b5, wp, bp, *output[1:])
+
+
+def _conv_backward(grad, inp, weight, needs, padding=0):
+    """(input, weight, bias) gradients of conv2d(inp, weight, bias, padding) in one ATen call;
+    None where ``needs`` (three bools) says not needed."""
+    if not any(needs):
+        return None, None, None
+    return torch.ops.aten.convolution_backward(grad, inp, weight, [weight.shape[0]], [1, 1],
+                                               [padding, padding], [1, 1], False, [0, 0], 1,
+                                               list(needs))
 
 
 def _backward(ctx, grad, *_):
     if not ctx.training:
-        raise RuntimeError("inception_triton was called with training=False: its backward "
-                           "needs the pre-activations that training=True stores")
-    x, w_red, w3, w5, wp, u_1x1, u3, u5, red3, red5 = ctx.saved_tensors
+        raise RuntimeError("this inception op was called with training=False: its backward "
+                           "needs the pre-activations that training=True returns")
+    (x, w_red, b_red, w3, b3, w5, b5, wp, bp,
+     u_red, u_pool, u3, u5, red3, red5, pooled) = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    if grad is None:  # nothing reached the module output (gradients are not materialized)
+        return (None,) * len(need)
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
+    x = x.contiguous(memory_format=torch.channels_last)  # as the forward read it
     grad = grad.to(x.dtype)
-    u1, u3r, u5r, up = u_1x1.split([c1, c3r, c5r, cp], 1)
+    # Where the pre-activations lack the bias (folded into the forward's LRN op), the LRN
+    # backward adds it back.
+    fold = ctx.folds_bias
+    b1, b3r, b5r = b_red.split([c1, c3r, c5r])
     lrn_backward = torch.ops.googlenet_fused.lrn_relu_concat_backward
-    gu1, gu3, gu5, gup = lrn_backward(grad, [u1, u3, u5, up], *LRN, True)
-    gw3 = conv2d_weight(red3, w3.shape, gu3, padding=1)
-    gw5 = conv2d_weight(red5, w5.shape, gu5, padding=2)
-    (gu3r,) = lrn_backward(conv2d_input(red3.shape, w3, gu3, padding=1), [u3r], *LRN, True)
-    (gu5r,) = lrn_backward(conv2d_input(red5.shape, w5, gu5, padding=2), [u5r], *LRN, True)
-    gz = torch.cat([gu1, gu3r, gu5r], 1)  # the merged 1×1s: one GEMM per gradient
-    pooled, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
-    gpooled = conv2d_input(pooled.shape, wp, gup)
-    gx = conv2d_input(x.shape, w_red, gz) + torch.ops.aten.max_pool2d_with_indices_backward(
-        gpooled, x, [3, 3], [1, 1], [1, 1], [1, 1], False, indices)
-    sum_nhw = (0, 2, 3)
-    grads = (gx, conv2d_weight(x, w_red.shape, gz), gz.sum(sum_nhw), gw3, gu3.sum(sum_nhw),
-             gw5, gu5.sum(sum_nhw), conv2d_weight(pooled, wp.shape, gup), gup.sum(sum_nhw))
+
+    def bias(*b):
+        return list(b) if fold else None
+
+    u1, u3r, u5r = u_red.split([c1, c3r, c5r], 1)
+    gu1, gu3, gu5, gup = lrn_backward(grad, [u1, u3, u5, u_pool], *LRN, True,
+                                      bias(b1, b3, b5, bp))
+    reduction_needed = need[0] or need[1] or need[2]
+    gred3, gw3, gb3 = _conv_backward(gu3, red3, w3, (reduction_needed, need[3], need[4]), 1)
+    gred5, gw5, gb5 = _conv_backward(gu5, red5, w5, (reduction_needed, need[5], need[6]), 2)
+    gx = gw_red = gb_red = None
+    if reduction_needed:
+        (gu3r,) = lrn_backward(gred3, [u3r], *LRN, True, bias(b3r))
+        (gu5r,) = lrn_backward(gred5, [u5r], *LRN, True, bias(b5r))
+        gz = torch.cat([gu1, gu3r, gu5r], 1)  # the merged 1×1s: one GEMM per gradient
+        gx, gw_red, gb_red = _conv_backward(gz, x, w_red, need[:3])
+    if pooled.numel() == 0 and (need[0] or need[7]):
+        pooled = ops.max_pool3x3(x)  # Triton pooled in registers
+    gpooled, gwp, gbp = _conv_backward(gup, pooled, wp, (need[0], need[7], need[8]))
+    if need[0]:
+        gx.add_(ops.max_pool3x3_backward(gpooled, x, pooled))
+    grads = (gx, gw_red, gb_red, gw3, gb3, gw5, gb5, gwp, gbp)
     return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))
 
 
-inception_triton.register_autograd(_backward, setup_context=_setup_context)
+_SCHEMA = ("(Tensor x, Tensor w_red, Tensor b_red, Tensor w3, Tensor b3, Tensor w5, Tensor b5, "
+           "Tensor wp, Tensor bp, bool training=False) -> (" + ", ".join(["Tensor"] * OUTPUTS)
+           + ")")
+
+
+def _define(steps):
+    """googlenet_fused::inception_<steps.name>: module_forward with ``steps``, its fake kernel
+    and the shared backward."""
+
+    def forward(*args):
+        return module_forward(steps, *args)
+
+    op = torch.library.custom_op(f"googlenet_fused::inception_{steps.name}", forward,
+                                 mutates_args=(), schema=_SCHEMA)
+    op.register_fake(lambda *args: _fake(steps, *args))
+
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+        ctx.folds_bias = steps.folds_bias(inputs[0])
+
+    op.register_autograd(_backward, setup_context=setup_context)
+    return op
+
+
+inception_triton = _define(TritonSteps)
+inception_native = _define(NativeSteps)

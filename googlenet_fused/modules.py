@@ -18,14 +18,12 @@ import logging
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import backends, ops
-from .inception_op import inception_triton, layout_of
-from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, GoogLeNet, Inception, check_input
+from .inception_op import inception_native, inception_triton, layout_of
+from .reference import GoogLeNet, Inception, check_input
 
 logger = logging.getLogger("googlenet_fused")
-LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
 
 
 def _check_device(x: torch.Tensor, module: nn.Module) -> None:
@@ -101,46 +99,19 @@ class FusedInception(Inception):
         backend = backends.select(self.backend, x)
         if backend == "reference":
             out = super().forward(x)
-        elif backend == "triton":
+        else:
             w_red, b_red = self.reduction_weights()
             conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
             params = (w_red, b_red, conv3.weight, conv3.bias, conv5.weight, conv5.bias,
                       proj.weight, proj.bias)
-            # Training stores the pre-activations its backward needs; inference does not.
+            # Training returns the pre-activations its backward needs; inference does not.
             training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
-            out = inception_triton(x, *params, training)[0]
-        else:
-            out = self._native(x)
+            op = inception_triton if backend == "triton" else inception_native
+            # channels_last before the op, where autograd sees it: the op saves the converted
+            # input for its weight gradients (no conversion in the backward).
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            out = op(x_cl, *params, training)[0]
         return out.contiguous(memory_format=layout_of(x))  # no copy when it already is
-
-    def _native(self, x):
-        w_red, b_red = self.reduction_weights()
-        conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
-        # oneDNN's and cuDNN's convolutions (and the extension's pooling and LRN) are fastest
-        # channels_last.
-        x = x.contiguous(memory_format=torch.channels_last)
-        c1, c3r = self.case1[0].out_channels, self.case2[0].out_channels
-        c5r = w_red.shape[0] - c1 - c3r
-        fold = backends.fold_bias(x)  # biases added by the LRN ops instead of the convolutions
-
-        def conv(inp, weight, bias, padding=0):
-            return F.conv2d(inp, weight, None if fold else bias, padding=padding)
-
-        def lrn_bias(*biases):
-            return list(biases) if fold else None
-
-        b1, b3r, b5r = b_red.split([c1, c3r, c5r])
-        # One split, not three narrows: its backward assembles z's gradient in one pass, where
-        # each narrow's would zero-fill a z-sized tensor and copy its slice in.
-        z1, z3r, z5r = conv(x, w_red, b_red).split([c1, c3r, c5r], 1)
-        red3 = ops.lrn_relu_concat([z3r], *LRN, bias=lrn_bias(b3r))
-        red5 = ops.lrn_relu_concat([z5r], *LRN, bias=lrn_bias(b5r))
-        y3 = conv(red3, conv3.weight, conv3.bias, padding=1)
-        y5 = conv(red5, conv5.weight, conv5.bias, padding=2)
-        yp = conv(ops.max_pool3x3(x), proj.weight, proj.bias)
-        # The concat is free: the op writes each branch into its slice of one new tensor.
-        return ops.lrn_relu_concat([z1, y3, y5, yp], *LRN,
-                                   bias=lrn_bias(b1, conv3.bias, conv5.bias, proj.bias))
 
 
 class FusedLocalResponseNorm(nn.LocalResponseNorm):

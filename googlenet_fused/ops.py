@@ -98,6 +98,17 @@ def max_pool3x3(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(x, 3, 1, 1)
 
 
+def max_pool3x3_backward(grad: torch.Tensor, x: torch.Tensor, pooled: torch.Tensor):
+    """The gradient of :func:`max_pool3x3` w.r.t. ``x``, given its output ``pooled``: each
+    output's gradient goes where ``F.max_pool2d`` sends it (ties: the first maximum). On CPU the
+    extension routes it from ``pooled`` in one pass; elsewhere ATen recomputes the indices."""
+    if x.device.type == "cpu" and EXTENSION_ERROR is None:
+        return torch.ops.googlenet_fused.max_pool3x3_backward(grad, x, pooled)
+    _, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
+    return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [3, 3], [1, 1], [1, 1],
+                                                           [1, 1], False, indices)
+
+
 if EXTENSION_ERROR is None:
 
     @torch.library.register_fake("googlenet_fused::lrn_relu_concat")

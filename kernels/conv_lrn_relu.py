@@ -85,7 +85,8 @@ def _conv_lrn_relu_kernel(
     o1_ptr, o1m,                      # branch 1: [C0, C0 + C1)
     o2_ptr, o2m,                      # branch 2: [C0 + C1, C0 + C1 + C2)
     o3_ptr, o3m,                      # branch 3: [C0 + C1 + C2, C_TOTAL)
-    u_ptr, um,                        # rows of the pre-activations [M, C_TOTAL] (SAVE_U)
+    u_ptr, um,                        # rows of the pre-activations [M, POOL_FROM] (SAVE_U)
+    up_ptr, upm,                      # and of the pool projection's [M, C_TOTAL - POOL_FROM]
     plan_ptr, plan_stride,            # column tiles per BLOCK_N: [count, (start, lo, hi) * count]
     M, H, W, K, C0, C1, C2, C_TOTAL, POOL_FROM, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
@@ -210,7 +211,11 @@ def _conv_lrn_relu_kernel(
     out = y.to(o0_ptr.dtype.element_ty)
     rows = m.to(tl.int64)[:, None]
     if SAVE_U:
-        tl.store(u_ptr + rows * um + c[None, :], u.to(u_ptr.dtype.element_ty), mask=keep)
+        if pool_tile:
+            tl.store(up_ptr + rows * upm + (c - POOL_FROM)[None, :], u.to(up_ptr.dtype.element_ty),
+                     mask=keep)
+        else:
+            tl.store(u_ptr + rows * um + c[None, :], u.to(u_ptr.dtype.element_ty), mask=keep)
     tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep & (branch == 0)[None, :])
     if NUM_BRANCHES > 1:
         tl.store(o1_ptr + rows * o1m + (c - C0)[None, :], out, mask=keep & (branch == 1)[None, :])
@@ -281,14 +286,15 @@ def _plan_table(groups, size, device) -> tuple[torch.Tensor, int, dict]:
 
 
 def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weight=None,
-                     pool_bias=None, ks=1, preactivation=None):
+                     pool_bias=None, ks=1, preactivation=None, pool_preactivation=None):
     """(kernel, grid, positional arguments, constexpr keywords) of one launch.
 
     ``channels`` are the branches in the order of ``dests``; with ``pool_weight`` the last one
     is the pool projection (maxpool3×3(x) · pool_weightᵀ), the others read x through ``weight``
-    [C, KS, KS, Cin]. ``preactivation``, if given, receives every branch's conv + bias (before
-    LRN) in launch order. x, every destination and ``preactivation`` are channels_last row
-    matrices (see ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what this returns, so the
+    [C, KS, KS, Cin]. ``preactivation``, if given, receives the conv + bias (before LRN) of
+    every branch but the pool projection, in launch order, and ``pool_preactivation`` the pool
+    projection's (required then). x, every destination and the pre-activations are
+    channels_last row matrices (see ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what this returns, so the
     checked code is the code that runs."""
     size, alpha, beta, k = lrn
     N, K, H, W = x.shape
@@ -306,32 +312,40 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * tiles[meta["BLOCK_N"]],)
 
-    u = preactivation if preactivation is not None else dests[0]  # never stored to if None
+    save = preactivation is not None
+    if save and pooled and pool_preactivation is None:
+        raise ValueError("launch_arguments: a launch with the pool projection that saves "
+                         "pre-activations needs pool_preactivation too")
+    u = preactivation if save else dests[0]               # never stored to unless SAVE_U
+    up = pool_preactivation if save and pooled else u     # never stored to without pool tiles
     args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
-            *(a for d in slots for a in (d, pixel_rows(d))), u, pixel_rows(u), table, stride,
+            *(a for d in slots for a in (d, pixel_rows(d))), u, pixel_rows(u), up,
+            pixel_rows(up), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
             float(k), float(alpha) / size, float(beta)]
     constexprs = dict(SIZE=size, KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
-                      SAVE_U=preactivation is not None, POOL_K=tiling.POOL_K[x.element_size()],
+                      SAVE_U=save, POOL_K=tiling.POOL_K[x.element_size()],
                       BLOCK_K=tiling.k_step(K), GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 
-def _launch(x, dests, channels, lrn, preactivation=None, **weights):
-    """Launch with ``dests`` (and ``preactivation``) of any strides: those that are not
+def _launch(x, dests, channels, lrn, preactivation=None, pool_preactivation=None, **weights):
+    """Launch with ``dests`` (and the pre-activations) of any strides: those that are not
     channels_last row matrices go through staging copies, x through one conversion."""
     N, _, H, W = x.shape
     if N * H * W == 0:
         return
     if pixel_rows(x) is None:  # NCHW or other strides: one conversion
         x = x.contiguous(memory_format=torch.channels_last)
-    wanted = dests + ([preactivation] if preactivation is not None else [])
+    saves = [t for t in (preactivation, pool_preactivation) if t is not None]
+    wanted = list(dests) + saves
     staged = [d if pixel_rows(d) is not None else
               torch.empty_like(d, memory_format=torch.channels_last) for d in wanted]
-    u = staged[-1] if preactivation is not None else None
+    u, up = (staged[len(dests):] + [None, None])[:2]
     kernel, grid, args, constexprs = launch_arguments(x, staged[:len(dests)], channels, lrn,
-                                                      preactivation=u, **weights)
+                                                      preactivation=u, pool_preactivation=up,
+                                                      **weights)
     kernel[grid](*args, **constexprs)
     for d, s in zip(wanted, staged):
         if s is not d:
@@ -380,7 +394,8 @@ def _check_dest(name, t, shape):
 
 
 def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
-                   pool_weight=None, pool_bias=None, out_pool=None, preactivation=None):
+                   pool_weight=None, pool_bias=None, out_pool=None, preactivation=None,
+                   pool_preactivation=None):
     """Branch 1 and the two reductions of an inception module, one GEMM; with ``pool_weight``
     the pool projection too, in the same launch (x read from memory once).
 
@@ -389,8 +404,9 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
     ([N, c1, H, W], e.g. a channel slice of the module output) and returns the two reductions,
     relu(lrn(.)) of the next c3r and c5r channels, as new channels_last tensors; with the pool
     projection, relu(lrn(conv1x1(max_pool2d(x, 3, 1, 1)))) goes into ``out_pool``. ``lrn`` =
-    (size, alpha, beta, k); each branch is normalized over its own channels. ``preactivation``
-    ([N, c1 + c3r + c5r (+ cp), H, W]) receives conv + bias before LRN, for a backward pass.
+    (size, alpha, beta, k); each branch is normalized over its own channels. For a backward
+    pass, ``preactivation`` ([N, c1 + c3r + c5r, H, W]) receives conv + bias before LRN, and
+    with the pool projection ``pool_preactivation`` ([N, cp, H, W], then required) its own.
 
     The kernel reads x as channels_last pixel rows: other layouts cost one conversion copy, and
     an output that is not a channels_last matrix (NCHW, say) is written through a staging copy.
@@ -409,13 +425,22 @@ def reductions_1x1(x, weight, bias, channels, out1, lrn=(5, 1e-3, 0.75, 2.0), *,
                        memory_format=torch.channels_last)
     dests, pool = [out1, red3, red5], {}
     if pool_weight is not None:
-        pool_weight = _check(x, pool_weight, pool_bias, [("out_pool", out_pool)],
+        pool_weight = _check(x, pool_weight, pool_bias,
+                             [("out_pool", out_pool),
+                              *_optional("pool_preactivation", pool_preactivation)],
                              "reductions_1x1 (pool projection)")
-        _check_dest("reductions_1x1: out_pool", out_pool, (N, pool_weight.shape[0], H, W))
-        dests, channels = dests + [out_pool], (*channels, pool_weight.shape[0])
-        pool = dict(pool_weight=pool_weight, pool_bias=pool_bias)
+        cp = pool_weight.shape[0]
+        _check_dest("reductions_1x1: out_pool", out_pool, (N, cp, H, W))
+        if preactivation is not None:
+            if pool_preactivation is None:
+                raise ValueError("reductions_1x1: with the pool projection, preactivation "
+                                 "needs pool_preactivation too")
+            _check_dest("reductions_1x1: pool_preactivation", pool_preactivation, (N, cp, H, W))
+        dests, channels = dests + [out_pool], (*channels, cp)
+        pool = dict(pool_weight=pool_weight, pool_bias=pool_bias,
+                    pool_preactivation=pool_preactivation)
     if preactivation is not None:
-        _check_dest("reductions_1x1: preactivation", preactivation, (N, sum(channels), H, W))
+        _check_dest("reductions_1x1: preactivation", preactivation, (N, c1 + c3r + c5r, H, W))
     _launch(x, dests, channels, lrn, preactivation, weight=weight, bias=bias, **pool)
     return red3, red5
 

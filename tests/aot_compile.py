@@ -4,9 +4,9 @@ specialize them; print one JSON row per compiled variant.
     python tests/aot_compile.py --out DIR
 
 For the nine inception modules at batch 1, 32 and 256, channels_last, in fp32 / fp16 / bf16, the
-real launchers run as the triton backend runs them for inference and for training
-(reductions_1x1 with the pool projection folded in, conv_lrn_relu for the 3×3 and 5×5 branches)
-on CPU tensors, the kernel swapped for a recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
+triton backend's own forward (inception_op.module_forward with TritonSteps: reductions_1x1 with
+the pool projection folded in, conv_lrn_relu for the 3×3 and 5×5 branches) runs for inference
+and for training on CPU tensors, the kernel swapped for a recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
 "divisible by 16", pointer alignment) and compiled for every config of its autotune list that
 the launch admits (tiling.usable: dtype and K step).
 Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
@@ -28,6 +28,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
+from googlenet_fused.inception_op import TritonSteps, module_forward  # noqa: E402
 from googlenet_fused.kernels import conv_lrn_relu as K  # noqa: E402
 from googlenet_fused.kernels import tiling  # noqa: E402
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa: E402
@@ -61,27 +62,12 @@ def record_launches():
             for n in BATCHES:
                 # torch.empty does not touch memory: batch 256 costs no RAM until written
                 x = torch.empty((n, cin, s, s), dtype=dtype, memory_format=torch.channels_last)
-                out = torch.empty((n, c1 + c3 + c5 + cp, s, s), dtype=dtype,
-                                  memory_format=torch.channels_last)
-                w, b = torch.empty(c1 + c3r + c5r, cin, dtype=dtype), torch.empty(c1 + c3r + c5r,
-                                                                                  dtype=dtype)
-                wp, bp = torch.empty(cp, cin, dtype=dtype), torch.empty(cp, dtype=dtype)
+                params = [torch.empty(shape, dtype=dtype) for shape in (
+                    (c1 + c3r + c5r, cin, 1, 1), (c1 + c3r + c5r,), (c3, c3r, 3, 3), (c3,),
+                    (c5, c5r, 5, 5), (c5,), (cp, cin, 1, 1), (cp,))]
                 recorder.calls.clear()
                 for training in (False, True):  # training also stores the pre-activations
-                    def u(channels):
-                        return torch.empty((n, channels, s, s), dtype=dtype,
-                                           memory_format=torch.channels_last) if training else None
-
-                    red3, red5 = K.reductions_1x1(
-                        x, w, b, (c1, c3r, c5r), out.narrow(1, 0, c1), pool_weight=wp,
-                        pool_bias=bp, out_pool=out.narrow(1, c1 + c3 + c5, cp),
-                        preactivation=u(c1 + c3r + c5r + cp))
-                    K.conv_lrn_relu(red3, torch.empty(c3, c3r, 3, 3, dtype=dtype),
-                                    torch.empty(c3, dtype=dtype), out.narrow(1, c1, c3),
-                                    preactivation=u(c3))
-                    K.conv_lrn_relu(red5, torch.empty(c5, c5r, 5, 5, dtype=dtype),
-                                    torch.empty(c5, dtype=dtype), out.narrow(1, c1 + c3, c5),
-                                    preactivation=u(c5))
+                    module_forward(TritonSteps, x, *params, training)
                 for args, kwargs in recorder.calls:
                     kind = "1x1+pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}"
                     kind += " training" if kwargs["SAVE_U"] else ""

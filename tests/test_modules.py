@@ -335,40 +335,64 @@ def test_sgd_steps_stay_together(backend):
         torch.testing.assert_close(fused(x), ref(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="needs triton (interpreter)")
-def test_triton_op_saves_preactivations_and_opchecks():
-    """training=True stores each branch's conv + bias (what the backward differentiates LRN
-    at) instead of recomputing the convolutions; training=False stores nothing and refuses a
-    backward."""
-    import torch.nn.functional as F
-
-    from googlenet_fused.inception_op import inception_triton
-
-    ref = Inception(*ODD_CONFIGS[1])
-    fused = FusedInception.from_module(ref, "triton")
+def _op_params(ref, dtype=torch.float32):
+    fused = FusedInception.from_module(ref, "native")
     w_red, b_red = fused.reduction_weights()
     conv3, conv5, proj = ref.case2[3], ref.case3[3], ref.case4[1]
-    params = [t.detach() for t in (w_red, b_red, conv3.weight, conv3.bias, conv5.weight,
-                                   conv5.bias, proj.weight, proj.bias)]
-    x = torch.randn(2, ODD_CONFIGS[1][0], 4, 3)
-    out, u_1x1, u3, u5, red3, red5 = inception_triton(x, *params, True)
+    return [t.detach().to(dtype) for t in (w_red, b_red, conv3.weight, conv3.bias,
+                                           conv5.weight, conv5.bias, proj.weight, proj.bias)]
+
+
+@pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
+def test_op_returns_preactivations_and_opchecks(backend):
+    """Both backends' ops follow one data flow: training=True returns each step's conv + bias
+    (what the backward differentiates LRN at) and the reductions (native: also the pooled x),
+    so the shared backward recomputes no convolution; training=False returns none of it and
+    refuses a backward."""
+    import torch.nn.functional as F
+
+    from googlenet_fused import inception_op
+
+    op = getattr(inception_op, f"inception_{backend}")
+    ref = Inception(*ODD_CONFIGS[1])
+    params = _op_params(ref)
+    x = torch.randn(2, ODD_CONFIGS[1][0], 4, 3).contiguous(memory_format=torch.channels_last)
+    out, u_red, u_pool, u3, u5, red3, red5, pooled = op(x, *params, True)
     with torch.no_grad():
         torch.testing.assert_close(out, ref(x), rtol=1e-5, atol=1e-6)
-        z = torch.cat([F.conv2d(x, params[0], params[1]),
-                       F.conv2d(F.max_pool2d(x, 3, 1, 1), params[6], params[7])], 1)
-        torch.testing.assert_close(u_1x1, z, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(u_red, F.conv2d(x, params[0], params[1]), rtol=1e-5,
+                                   atol=1e-6)
+        torch.testing.assert_close(u_pool, F.conv2d(F.max_pool2d(x, 3, 1, 1), params[6],
+                                                    params[7]), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(u3, F.conv2d(red3, params[2], params[3], padding=1),
                                    rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(u5, F.conv2d(red5, params[4], params[5], padding=2),
                                    rtol=1e-5, atol=1e-6)
-    assert all(t.numel() == 0 for t in inception_triton(x, *params, False)[1:4])
+        if backend == "native":
+            torch.testing.assert_close(pooled, F.max_pool2d(x, 3, 1, 1))
+        else:
+            assert pooled.numel() == 0  # pooled in registers: the backward pools again
+    inference = op(x, *params, False)
+    assert all(inference[i].numel() == 0 for i in (1, 2, 3, 4, 7))
     xg = x.clone().requires_grad_()
     with pytest.raises(RuntimeError, match="training=False"):
-        inception_triton(xg, *params)[0].sum().backward()
+        op(xg, *params)[0].sum().backward()
     for training in (True, False):
-        torch.library.opcheck(inception_triton, (x, *params, training),
+        torch.library.opcheck(op, (x, *params, training),
                               test_utils=("test_schema", "test_faketensor"))
-    torch.library.opcheck(inception_triton, (xg, *params, True))
+    torch.library.opcheck(op, (xg, *params, True))
+
+
+def test_native_op_gradcheck():
+    """The shared backward in float64 against finite differences, every input at once."""
+    from googlenet_fused.inception_op import inception_native
+
+    torch.manual_seed(0)
+    ref = Inception(5, 3, 2, 3, 1, 2, 2)
+    params = [p.requires_grad_() for p in _op_params(ref, torch.float64)]
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    torch.autograd.gradcheck(lambda *a: inception_native(*a, True)[0], (x, *params))
 
 
 @pytest.mark.slow
