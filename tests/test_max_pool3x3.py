@@ -94,8 +94,9 @@ def test_wrapper_falls_back_without_the_extension(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
-@pytest.mark.parametrize("shape", [(2, 5, 6, 4), (1, 17, 1, 1), (3, 33, 7, 1), (1, 3, 1, 9)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "channel_slice", "strided"])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 4), (1, 17, 1, 1), (3, 33, 7, 1), (1, 3, 1, 9),
+                                   (2, 70, 3, 5)])  # 70: channel blocks of 64, one partial
 def test_backward_op_routes_like_max_pool2d(dtype, layout, shape):
     # Integer values: many ties; NaN and -inf windows too.
     x = torch.randint(-3, 3, shape).to(torch.float64)
@@ -106,9 +107,13 @@ def test_backward_op_routes_like_max_pool2d(dtype, layout, shape):
     x = x.to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "channel_slice":  # channels_last, pixel stride 2C
+        x = torch.cat([x, x], 1).contiguous(memory_format=torch.channels_last)[:, 1:shape[1] + 1]
     elif layout == "strided":
         x = torch.cat([x, x], 3)[..., ::2]
     grad = torch.randint(-4, 5, shape).to(dtype)  # exact sums in every dtype
+    if layout != "nchw":
+        grad = grad.contiguous(memory_format=torch.channels_last)
     got = torch.ops.googlenet_fused.max_pool3x3_backward(grad, x, ops.max_pool3x3(x))
     xr = x.double().requires_grad_()
     expected, = torch.autograd.grad(F.max_pool2d(xr, 3, 1, 1), xr, grad.double())
