@@ -135,9 +135,10 @@ class FusedLocalResponseNorm(nn.LocalResponseNorm):
 
 class FusedGoogLeNet(GoogLeNet):
     """The reference :class:`GoogLeNet` with everything :func:`fuse` does to one: the nine
-    inception modules fused, the stem's LRNs through the extension, its ReLUs in place and
-    activations channels_last from the input on (an NCHW input is converted once). state_dict-compatible with GoogLeNet
-    (strict)."""
+    inception modules fused, the stem's LRNs through the extension, its ReLUs in place (and
+    after the max pool that follows one), activations channels_last from the input on (an NCHW
+    input is converted once) and convolution weights stored channels_last.
+    state_dict-compatible with GoogLeNet (strict)."""
 
     def __init__(self, image_shape, n_classes=10, backend: str = "auto"):
         super().__init__(image_shape, n_classes)
@@ -157,10 +158,21 @@ def _network_entry(backend: str, model: nn.Module, args):
 
 
 def _fuse_stem(stem: nn.Sequential) -> None:
-    """The stem's ReLUs in place: each follows a convolution, whose backward does not need its
-    output, and in place they skip allocating (and page-faulting) a new activation the size of
-    the conv's output."""
-    for layer in stem.children():
+    """The stem's ReLUs in place, and after the max pool that follows one.
+
+    In place: each ReLU follows a convolution or a pool, whose backward does not need its
+    output, and skips allocating (and page-faulting) a new activation. After the pool: max
+    pooling and ReLU commute exactly (both monotone; NaN stays NaN; the gradient reaches the
+    same input, or none where the maximum is not positive), and after the 3×3 / stride-2 pool
+    the ReLU and its backward touch a quarter of the values (the first, at 112×112 for a
+    224×224 image, was the stem's most expensive non-convolution pass in training).
+    """
+    layers = list(stem.children())
+    for i in range(len(layers) - 1):
+        if type(layers[i]) is nn.ReLU and type(layers[i + 1]) is nn.MaxPool2d:
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    for i, layer in enumerate(layers):
+        stem[i] = layer
         if type(layer) is nn.ReLU:
             layer.inplace = True
 
@@ -172,9 +184,14 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     - every reference Inception, at any depth, becomes a FusedInception sharing its parameters;
     - every ``nn.LocalResponseNorm`` becomes a :class:`FusedLocalResponseNorm` (exact on signed
       input, whatever follows it), unless ``backend == "reference"``;
-    - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's ReLUs in place and
-      an entry hook that checks the backend against the input and makes activations
-      channels_last once for the whole network.
+    - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's ReLUs in place
+      (and after the max pool that follows one: they commute), an entry hook that checks the
+      backend against the input and makes activations channels_last once for the whole
+      network, and its convolution weights stored channels_last (``model.to(memory_format=
+      torch.channels_last)``: the same Parameter objects, values unchanged). Weights in the
+      activations' layout are read by the convolutions and the Triton kernels as they are,
+      and their gradients need no layout copy (measured on the CPU: one copy per weight per
+      step otherwise, ~6 ms of a batch-8 training step).
 
     Logs how many modules were swapped. Calling it twice changes nothing more.
     """
@@ -197,6 +214,7 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     visit(model)
     if isinstance(model, GoogLeNet) and backend != "reference":
         _fuse_stem(model.prev)
+        model.to(memory_format=torch.channels_last)
         if not getattr(model, "_fused_entry_hook", None):
             model._fused_entry_hook = model.register_forward_pre_hook(
                 functools.partial(_network_entry, backend))
