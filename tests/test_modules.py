@@ -200,6 +200,9 @@ def test_fuse_plain_googlenet_is_fused_googlenet():
             == [type(m).__name__ for m in fnet.modules()][1:])  # all but the top are the same
     assert [getattr(m, "inplace", None) for m in net.modules()] == [
         getattr(m, "inplace", None) for m in fnet.modules()]
+    assert [type(m).__name__ for m in net.prev[:3]] == ["Conv2d", "MaxPool2d", "ReLU"]
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in net.parameters() if p.dim() == 4)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(fnet(x), got, rtol=0, atol=0)
@@ -281,6 +284,26 @@ def test_gradients_match_reference(backend):
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
     for g_fused, g_ref in zip(_grads(fused, x), _grads(ref, x)):
         torch.testing.assert_close(g_fused, g_ref, **tol)
+
+
+def test_stem_relu_after_pool_is_exact():
+    """fuse moves a ReLU behind the max pool that follows it: same values and gradients, even
+    with ties, NaN and windows whose maximum is not positive."""
+    from googlenet_fused.modules import _fuse_stem
+
+    ref = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Identity())
+    fused = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Identity())
+    _fuse_stem(fused)
+    assert [type(m) for m in fused] == [nn.MaxPool2d, nn.ReLU, nn.Identity]
+    x = torch.randint(-3, 3, (2, 3, 9, 8), dtype=torch.float64)  # many ties, many <= 0
+    x[0, 0, 2, 2] = float("nan")
+    grad = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    results = []
+    for model in (ref, fused):
+        xr = x.clone().requires_grad_()
+        out = model(xr * 1)  # in place: not on the leaf
+        results.append((out, *torch.autograd.grad(out, xr, grad)))
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0, equal_nan=True)
 
 
 def test_fused_googlenet_gradients_match():
