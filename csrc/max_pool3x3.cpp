@@ -186,7 +186,7 @@ void route_channels_last(const at::Tensor& input, const at::Tensor& output,
             const acc_t t = static_cast<acc_t>(taps[i]);
             for (int64_t c = 0; c < nc; ++c) tap_of[c] = xq[c] == m[c] ? t : tap_of[c];
           }
-          bool any_nan = false;
+          int32_t any_nan = 0;  // an int: GCC vectorizes its OR reduction, not a bool's
           for (int64_t c = 0; c < nc; ++c) any_nan |= m[c] != m[c];
           if (any_nan) {
             for (int64_t i = 0; i < count; ++i) {  // forwards: the last NaN wins
