@@ -174,7 +174,7 @@ def main(argv=None) -> int:
                                        "(the default command)")
     p_run.add_argument("--batch", type=_positive, default=8, help="batch size (default 8)")
     p_run.add_argument("--image-size", type=_positive, default=224,
-                       help="height = width (default 224; at least 11)")
+                       help="height = width (default 224; at least 7)")
     p_run.add_argument("--dtype", choices=DTYPES, default="float32")
     p_run.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p_run.add_argument("--backend", choices=["auto", "triton", "native", "reference"],
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     p_sum = sub.add_parser("summary", help="parameters and MACs of the stem and the nine "
                                            "inception modules")
     p_sum.add_argument("--image-size", type=_positive, default=224,
-                       help="height = width (default 224; at least 11)")
+                       help="height = width (default 224; at least 7)")
     p_sum.add_argument("--classes", type=_positive, default=1000, help="classifier outputs")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):

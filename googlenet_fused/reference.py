@@ -7,7 +7,6 @@ in every inception branch, in the order Conv → LRN → ReLU.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -118,12 +117,10 @@ class Inception(nn.Module):
 def _conv_out(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
     """Output length of a convolution or pooling window along one axis (PyTorch's rule)."""
     span = size + 2 * padding - kernel
-    if span < 0:
-        return 0
-    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor division, as PyTorch
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1  # the last window must start inside the input or its left padding
-    return out
+    return max(out, 0)
 
 
 def stage_sizes(size: int) -> dict[str, int]:

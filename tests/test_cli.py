@@ -61,10 +61,10 @@ def test_main_job_other_dtypes_compare_with_full_precision(dtype):
 @pytest.mark.parametrize("args, message", [
     (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
     (["--repeats", "-1"], "argument --repeats: must be at least 1, got -1"),
-    (["--image-size", "8"], "--image-size 8: .*at least 11"),
+    (["--image-size", "6"], "--image-size 6: .*at least 7"),
     (["--device", "tpu0"], "'tpu0' is not a device"),
     (["--dtype", "int8"], "argument --dtype: invalid choice"),
-    (["summary", "--image-size", "5"], "--image-size 5: .*at least 11"),
+    (["summary", "--image-size", "5"], "--image-size 5: .*at least 7"),
 ] + ([(["--device", "cuda"], "sees no CUDA GPU")] if not torch.cuda.is_available() else []))
 def test_user_mistakes_give_one_line_errors(args, message):
     res = _run(*args)

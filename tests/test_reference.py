@@ -117,8 +117,26 @@ def test_bad_images_rejected():
         net(torch.randn(1, 3, smallest - 1, smallest - 1))
     net.eval()(torch.randn(1, 3, smallest, smallest))  # the stated minimum works
     with pytest.raises(ValueError, match="at least"):
-        GoogLeNet((3, 8, 8))
+        GoogLeNet((3, smallest - 1, smallest - 1))
     with pytest.raises(ValueError, match="n_classes"):
         GoogLeNet((3, 64, 64), n_classes=0)
     with pytest.raises(ValueError, match=r"\[N, 480, H, W\]"):
         Inception(*INCEPTION_CONFIGS["4a"])(torch.randn(1, 479, 7, 7))
+
+
+@pytest.mark.parametrize("stride, padding, ceil_mode", [(2, 0, True), (2, 1, False),
+                                                        (2, 0, False), (2, 1, True), (1, 1, False)])
+def test_window_output_size_is_pytorchs(stride, padding, ceil_mode):
+    """The size rule behind minimum_image_size, against what F.max_pool2d produces (or refuses):
+    with ceil_mode a window may run past the input's end."""
+    import torch.nn.functional as F
+
+    from googlenet_fused.reference import _conv_out
+
+    for size in range(1, 30):
+        try:
+            expected = F.max_pool2d(torch.zeros(1, 1, size, 1), (3, 1), (stride, 1),
+                                    (padding, 0), ceil_mode=ceil_mode).shape[2]
+        except RuntimeError:  # too small
+            expected = 0
+        assert _conv_out(size, 3, stride, padding, ceil_mode) == expected, size
