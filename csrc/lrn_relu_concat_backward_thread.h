@@ -2,11 +2,11 @@
 // launch plan, shared by the CUDA launcher and the CPU emulation that the tests run (as for
 // the forward: lrn_relu_concat_thread.h, whose grid, index types and Norm it reuses).
 //
-// A thread owns one pixel of one branch and walks its channels once. With a window of 5, the
-// values it needs are held in registers: a (the branch input plus bias) four channels back,
-// the output gradient two back, and t_c = g_c a_c s_c / d_c for the five channels whose windows
-// hold channel i; the gradient of channel i = j - 4 is written when channel j is read. Other
-// window sizes take a loop that re-reads each channel's window (cache hits).
+// A thread owns one pixel of one branch and walks its channels once. With a window of 5 it
+// moves them in 16-byte chunks as the forward does (one 16-byte load or store per chunk where
+// channels are contiguous and aligned: channels_last), holding in registers what the window
+// needs of the chunks around (see backward5). Other window sizes take a loop that re-reads
+// each channel's window (cache hits).
 #pragma once
 
 #include "lrn_relu_concat_thread.h"
@@ -18,6 +18,7 @@ template <typename index_t>
 struct GradBranch {
   void* data;  // the gradient of this branch, [N, C_i, H, W]
   index_t stride_n, stride_c, stride_h, stride_w;
+  bool vector_store;  // stride_c == 1 and every chunk 16-byte aligned
 };
 
 template <typename index_t, typename acc_t>
@@ -37,40 +38,68 @@ C10_HOST_DEVICE inline void grad_terms(acc_t a, acc_t g, acc_t window_sum, const
   gs = g * s;
 }
 
+// Window of 5, in chunks of 16 bytes as the forward (window5): the gradient of channel i is
+// gs_i - coef a_i (t_{i-2} + ... + t_{i+2}), so a chunk's gradients are written once the next
+// chunk's t are known. Registers hold the previous chunk (a, gs, t), the t of the two channels
+// before it, and the squares of the two channels before the current chunk.
 template <typename scalar_t, typename index_t, typename acc_t>
-C10_HOST_DEVICE inline void backward5(const scalar_t* src, index_t src_c, const scalar_t* bias,
-                                      const scalar_t* gsrc, index_t g_c, scalar_t* dst,
-                                      index_t dst_c, int32_t channels, const Norm<acc_t>& p,
-                                      bool relu, acc_t coef) {
-  acc_t a[5] = {0, 0, 0, 0, 0};   // a[k] = a_{j-4+k}
-  acc_t g[3] = {0, 0, 0};         // g[k] = g_{j-2+k}
-  acc_t gs[3] = {0, 0, 0};        // gs[k] = (g s)_{j-4+k}
-  acc_t t[5] = {0, 0, 0, 0, 0};   // t[k] = t_{j-6+k}
-  for (int32_t j = 0; j < channels + 4; ++j) {
-    acc_t a_in = 0, g_in = 0;
-    if (j < channels) {
-      a_in = static_cast<acc_t>(src[static_cast<index_t>(j) * src_c]);
-      if (bias != nullptr) a_in += static_cast<acc_t>(bias[j]);
-      g_in = static_cast<acc_t>(gsrc[static_cast<index_t>(j) * g_c]);
-    }
+C10_HOST_DEVICE inline void backward5(const scalar_t* src, index_t src_c, const scalar_t* gsrc,
+                                      index_t g_c, scalar_t* dst, index_t dst_c,
+                                      const Branch<index_t>& b, bool vector_grad,
+                                      const Norm<acc_t>& p, bool relu, acc_t coef) {
+  constexpr int CH = chunk_of<scalar_t>();
+  static_assert(CH >= 2, "a chunk must cover the window's two channels after");
+  acc_t cur[CH], next[CH], g[CH];
+  acc_t a_prev[CH] = {}, gs_prev[CH] = {}, t_prev[CH] = {};
+  acc_t t_before0 = 0, t_before1 = 0;    // t of the two channels before the previous chunk
+  acc_t sq_before0 = 0, sq_before1 = 0;  // squares of the two channels before the current one
+  // Gradients of the previous chunk [c0, c0 + CH), given the t of the two channels after it.
+  auto emit = [&](int32_t c0, acc_t t_after0, acc_t t_after1) {
+    acc_t tw[CH + 4];
+    tw[0] = t_before0;
+    tw[1] = t_before1;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) a[k] = a[k + 1];
-    a[4] = a_in;
-    g[0] = g[1], g[1] = g[2], g[2] = g_in;
-    acc_t t_new = 0, gs_new = 0;  // channel j - 2: its window is a_{j-4..j}
-    if (j >= 2 && j - 2 < channels) {
-      grad_terms(a[2], g[0], a[0] * a[0] + a[1] * a[1] + a[2] * a[2] + a[3] * a[3] + a[4] * a[4],
-                 p, relu, t_new, gs_new);
-    }
+    for (int j = 0; j < CH; ++j) tw[2 + j] = t_prev[j];
+    tw[CH + 2] = t_after0;
+    tw[CH + 3] = t_after1;
+    acc_t grad[CH];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) t[k] = t[k + 1];
-    t[4] = t_new;
-    gs[0] = gs[1], gs[1] = gs[2], gs[2] = gs_new;
-    if (j >= 4) {  // channel i = j - 4 is in the windows of channels i-2 .. i+2
-      const acc_t grad = gs[0] - coef * a[0] * (t[0] + t[1] + t[2] + t[3] + t[4]);
-      dst[static_cast<index_t>(j - 4) * dst_c] = static_cast<scalar_t>(grad);
+    for (int j = 0; j < CH; ++j) {
+      grad[j] = gs_prev[j] - coef * a_prev[j] * (tw[j] + tw[j + 1] + tw[j + 2] + tw[j + 3] + tw[j + 4]);
     }
+    store_chunk<scalar_t, index_t, acc_t, CH>(dst, dst_c, c0, b.channels, vector_grad, grad);
+  };
+  load_biased_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, 0, b, cur);
+  int32_t last = 0;
+  for (int32_t c0 = 0; c0 < b.channels; c0 += CH) {
+    load_biased_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, c0 + CH, b, next);
+    // grad_out's slice sits where the forward writes its output: the same vector flag.
+    load_chunk<scalar_t, index_t, acc_t, CH>(gsrc, g_c, c0, b.channels, b.vector_store, g);
+    acc_t sq[CH + 4];
+    sq[0] = sq_before0;
+    sq[1] = sq_before1;
+#pragma unroll
+    for (int j = 0; j < CH; ++j) sq[2 + j] = cur[j] * cur[j];
+    sq[CH + 2] = next[0] * next[0];
+    sq[CH + 3] = next[1] * next[1];
+    acc_t t[CH], gs[CH];
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      grad_terms(cur[j], g[j], sq[j] + sq[j + 1] + sq[j + 2] + sq[j + 3] + sq[j + 4], p, relu,
+                 t[j], gs[j]);
+    }
+    if (c0 > 0) emit(c0 - CH, t[0], t[1]);
+    t_before0 = t_prev[CH - 2];
+    t_before1 = t_prev[CH - 1];
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      a_prev[j] = cur[j], gs_prev[j] = gs[j], t_prev[j] = t[j], cur[j] = next[j];
+    }
+    sq_before0 = sq[CH];
+    sq_before1 = sq[CH + 1];
+    last = c0;
   }
+  if (b.channels > 0) emit(last, acc_t(0), acc_t(0));  // past the last channel t is 0
 }
 
 template <typename scalar_t, typename index_t, typename acc_t>
@@ -126,8 +155,8 @@ C10_HOST_DEVICE inline void run_backward_thread(
   const auto* bias = static_cast<const scalar_t*>(b.bias);
   const bool relu = a.norm.lower == 0;
   if (a.norm.size == 5) {
-    backward5<scalar_t, index_t>(src, b.stride_c, bias, gsrc, a.out_c, dst, gb.stride_c,
-                                 b.channels, a.norm, relu, args.coef);
+    backward5<scalar_t, index_t>(src, b.stride_c, gsrc, a.out_c, dst, gb.stride_c, b,
+                                 gb.vector_store, a.norm, relu, args.coef);
   } else {
     backward_any<scalar_t, index_t>(src, b.stride_c, bias, gsrc, a.out_c, dst, gb.stride_c,
                                     b.channels, a.norm, relu, args.coef);
@@ -158,10 +187,11 @@ void for_each_backward_launch(const at::Tensor& grad_out, const std::vector<at::
         args.fwd = fwd;
         for (int i = 0; i < fwd.count; ++i) {
           const at::Tensor& g = grads[table * kMaxBranches + i];
-          args.grad[i] = GradBranch<index_t>{g.data_ptr(), static_cast<index_t>(g.stride(0)),
-                                             static_cast<index_t>(g.stride(1)),
-                                             static_cast<index_t>(g.stride(2)),
-                                             static_cast<index_t>(g.stride(3))};
+          args.grad[i] = GradBranch<index_t>{
+              g.data_ptr(), static_cast<index_t>(g.stride(0)), static_cast<index_t>(g.stride(1)),
+              static_cast<index_t>(g.stride(2)), static_cast<index_t>(g.stride(3)),
+              g.stride(1) == 1 &&
+                  aligned_chunks<scalar_t>(g.data_ptr(), {g.stride(0), g.stride(2), g.stride(3)})};
         }
         ++table;
         launch(args, blocks_x, blocks_y);

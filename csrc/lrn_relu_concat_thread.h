@@ -154,6 +154,20 @@ C10_HOST_DEVICE inline void store_chunk(scalar_t* dst, index_t stride_c, int32_t
   }
 }
 
+// A branch's channels [c0, c0 + CH) at one pixel plus their bias; zeros past the last channel.
+template <typename scalar_t, typename index_t, typename acc_t, int CH>
+C10_HOST_DEVICE inline void load_biased_chunk(const scalar_t* src, index_t src_c, int32_t c0,
+                                              const Branch<index_t>& b, acc_t (&v)[CH]) {
+  load_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, c0, b.channels, b.vector_load, v);
+  const auto* bias = static_cast<const scalar_t*>(b.bias);
+  if (bias != nullptr) {
+    acc_t bv[CH];
+    load_chunk<scalar_t, index_t, acc_t, CH>(bias, index_t(1), c0, b.channels, b.vector_bias, bv);
+#pragma unroll
+    for (int j = 0; j < CH; ++j) v[j] += bv[j];
+  }
+}
+
 // Window of 5 (2 channels before, 2 after): each chunk's outputs need the squares of the last
 // two channels of the previous chunk and of the first two of the next, kept in registers.
 template <typename scalar_t, typename index_t, typename acc_t>
@@ -162,16 +176,8 @@ C10_HOST_DEVICE inline void window5(const scalar_t* src, index_t src_c, scalar_t
                                     const Norm<acc_t>& p) {
   constexpr int CH = chunk_of<scalar_t>();
   static_assert(CH >= 2, "a chunk must cover the window's two channels after");
-  const auto* bias = static_cast<const scalar_t*>(b.bias);
-  // Channels [c0, c0 + CH) plus their bias; zeros past the last channel.
   auto load = [&](int32_t c0, acc_t(&v)[CH]) {
-    load_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, c0, b.channels, b.vector_load, v);
-    if (bias != nullptr) {
-      acc_t bv[CH];
-      load_chunk<scalar_t, index_t, acc_t, CH>(bias, index_t(1), c0, b.channels, b.vector_bias, bv);
-#pragma unroll
-      for (int j = 0; j < CH; ++j) v[j] += bv[j];
-    }
+    load_biased_chunk<scalar_t, index_t, acc_t, CH>(src, src_c, c0, b, v);
   };
   acc_t cur[CH], next[CH];
   acc_t before0 = 0, before1 = 0;  // squares of the two channels before the chunk
