@@ -65,20 +65,22 @@ def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def triton_gemm(name, n, s, ks, cin, groups, item, dtype):
+def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True):
     """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
     launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
     ``groups`` are the branches it stacks (tiling.plan); each tap's K is padded to the launch's
-    K step (tiling.k_step)."""
+    K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU only (no halo columns,
+    no window product), as the launcher plans it (window 1)."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
+    size = LRN_SIZE if lrn else 1
     step = tiling.k_step(cin)
     k_total = ks * ks * math.ceil(cin / step) * step
     best = None
-    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, LRN_SIZE, rows, ITEM[dtype], step):
-        columns = len(tiling.plan(groups, LRN_SIZE, bn)) * bn
+    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, size, rows, ITEM[dtype], step):
+        columns = len(tiling.plan(groups, size, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
-        k = Kernel(name, flops=2.0 * padded_rows * k_total * columns,
-                   bf16_flops=WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns,
+        window = WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns if lrn else 0.0
+        k = Kernel(name, flops=2.0 * padded_rows * k_total * columns, bf16_flops=window,
                    bytes=(rows * cin + ks * ks * cin * cout + rows * cout) * item)
         if best is None or k.seconds(dtype) < best.seconds(dtype):
             best = k
@@ -138,9 +140,18 @@ IMPLEMENTATIONS = {"eager": eager_module, "fused": fused_module, "ideal": ideal_
 def around_modules(n, dtype, implementation):
     """The network outside its inception modules at 224×224: the stem (conv 7×7/2, ReLU, max
     pool, LRN, conv 1×1, ReLU, conv 3×3, ReLU, LRN, max pool), the two max pools between stages
-    and the head (average pool, linear). ``fused`` is FusedGoogLeNet today: cuDNN convolutions
-    with their bias passes, ReLUs in place (still a read and a write), each LRN one pass of the
-    extension. ``ideal`` fuses bias + ReLU into each convolution and each LRN with its max pool."""
+    and the head (average pool, linear), for inference.
+
+    - ``eager``: cuDNN convolutions, each bias a pass of its own, then ReLU, pools and the LRNs
+      as seven passes each.
+    - ``compile`` (torch.compile, as we expect Inductor to lower it; not measured): cuDNN
+      convolutions, each followed by one generated kernel for bias + ReLU (+ the LRN after it),
+      pools and the first LRN one kernel each.
+    - ``fused``: FusedGoogLeNet on the triton backend: the 7×7 on cuDNN with its bias pass, the
+      max pool, the ReLU after it (a quarter of the values) and the extension's LRN; the 1×1 and
+      3×3 as Triton GEMMs with bias + ReLU (+ LRN) in the epilogue (modules.FusedStemConv).
+    - ``ideal``: bias + ReLU fused into each convolution and each LRN with its max pool.
+    """
     item = ITEM[dtype]
     t1 = n * 112 * 112 * 64 * item          # conv 7×7 output
     t2 = n * 56 * 56 * 64 * item            # after the first max pool
@@ -151,7 +162,9 @@ def around_modules(n, dtype, implementation):
     convs = [Kernel("stem conv7x7", _conv_flops(n * 112 * 112, 3, 64, 7), image + t1),
              Kernel("stem conv1x1", _conv_flops(n * 56 * 56, 64, 64, 1), 2 * t2),
              Kernel("stem conv3x3", _conv_flops(n * 56 * 56, 64, 192, 3), t2 + t3)]
-    pools = [Kernel("stem max pool 1", 0.0, t1 + t2), Kernel("stem max pool 2", 0.0, t3 + t3 / 4),
+    assert abs(sum(k.flops for k in convs) - flops) < 1
+    pool1 = Kernel("stem max pool 1", 0.0, t1 + t2)
+    pools = [Kernel("stem max pool 2", 0.0, t3 + t3 / 4),
              Kernel("max pool after 3b", 0.0, n * 28 * 28 * 480 * item * 1.25),
              Kernel("max pool after 4e", 0.0, n * 14 * 14 * 832 * item * 1.25),
              Kernel("average pool + linear", 2.0 * n * 1024 * 1000,
@@ -161,17 +174,27 @@ def around_modules(n, dtype, implementation):
                        image + t2),
                 Kernel("stem conv1x1 + bias + ReLU", convs[1].flops, 2 * t2),
                 Kernel("stem conv3x3 + bias + ReLU + LRN + max pool", convs[2].flops,
-                       t2 + t3 / 4), *pools[2:]]
-    kernels = convs + pools
-    for t, label in ((t1, "7x7"), (t2, "1x1"), (t3, "3x3")):
-        kernels += [Kernel(f"stem bias {label}", 0.0, 2 * t), Kernel(f"stem ReLU {label}", 0.0, 2 * t)]
-    for t, label in ((t2, "1"), (t3, "2")):
-        if implementation == "eager":  # LRN alone: the seven passes, no ReLU
-            kernels.append(Kernel(f"stem LRN {label}", 0.0, 15 * t, launches=7))
-        else:
-            kernels.append(Kernel(f"stem LRN {label} (extension)", 0.0, 2 * t))
-    assert abs(sum(k.flops for k in convs) - flops) < 1
-    return kernels
+                       t2 + t3 / 4), *pools[1:]]
+    if implementation == "eager":
+        passes = [Kernel(f"stem {what} {label}", 0.0, 2 * t)
+                  for t, label in ((t1, "7x7"), (t2, "1x1"), (t3, "3x3"))
+                  for what in ("bias", "ReLU")]
+        lrns = [Kernel(f"stem LRN {label}", 0.0, 15 * t, launches=7)
+                for t, label in ((t2, "1"), (t3, "2"))]
+        return convs + passes + lrns + [pool1] + pools
+    if implementation == "compile":
+        return convs + [Kernel("stem bias + ReLU 7x7", 0.0, 2 * t1), pool1,
+                        Kernel("stem LRN 1", 0.0, 2 * t2),
+                        Kernel("stem bias + ReLU 1x1", 0.0, 2 * t2),
+                        Kernel("stem bias + ReLU + LRN 3x3", 0.0, 2 * t3)] + pools
+    assert implementation == "fused", implementation
+    return [convs[0], Kernel("stem bias 7x7", 0.0, 2 * t1), pool1,
+            Kernel("stem ReLU after the pool", 0.0, 2 * t2),
+            Kernel("stem LRN 1 (extension)", 0.0, 2 * t2),
+            triton_gemm("stem conv1x1 + bias + ReLU", n, 56, 1, 64, ((64,),), item, dtype,
+                        lrn=False),
+            triton_gemm("stem conv3x3 + bias + ReLU + LRN", n, 56, 3, 64, ((192,),), item,
+                        dtype)] + pools
 
 
 def network_estimate(n, dtype, implementation):
@@ -229,6 +252,19 @@ def module_table(batches, dtype):
     return lines, totals
 
 
+def around_table(batches, dtype):
+    """The network outside the modules: eager, torch.compile as expected, fused, ideal."""
+    impls = ("eager", "compile", "fused", "ideal")
+    lines = [f"## Stem, pools between stages and head, {dtype}", "",
+             "| batch | " + " | ".join(f"µs {i}" for i in impls) + " | compile / fused |",
+             "|---|" + "---|" * (len(impls) + 1)]
+    for n in batches:
+        t = {i: sum(k.seconds(dtype) for k in around_modules(n, dtype, i)) for i in impls}
+        lines.append(f"| {n} | " + " | ".join(f"{1e6 * t[i]:.1f}" for i in impls)
+                     + f" | {t['compile'] / t['fused']:.2f} |")
+    return lines
+
+
 def kernel_table(n, dtype):
     """Each fused kernel summed over the nine modules: where the fused time goes."""
     rows = {}
@@ -254,7 +290,8 @@ def report(batches=(32, 256), dtype="bf16") -> str:
              f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s HBM, {L2_BYTES / 1e6:.0f} MB L2, "
              f"{LAUNCH_S * 1e6:.0f} µs per launch; a module's kernels run one after another.", ""]
     table, totals = module_table(batches, dtype)
-    lines += table + [""] + kernel_table(max(batches), dtype) + [""]
+    lines += table + [""] + around_table(batches, dtype) + [""] + kernel_table(max(batches),
+                                                                             dtype) + [""]
     n = max(batches)
     exact, gemm, window = [0.0, 0.0], [0.0, 0.0], 0.0  # [the 1×1 GEMM, all GEMMs]
     for name, cfg in INCEPTION_CONFIGS.items():

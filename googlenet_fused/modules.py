@@ -18,9 +18,11 @@ import logging
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import backends, ops
 from .inception_op import inception_native, inception_triton, layout_of
+from .stem_op import stem_conv_triton
 from .reference import GoogLeNet, Inception, check_input
 
 logger = logging.getLogger("googlenet_fused")
@@ -133,11 +135,52 @@ class FusedLocalResponseNorm(nn.LocalResponseNorm):
         return super().forward(x)
 
 
+class FusedStemConv(nn.Conv2d):
+    """A stem convolution of GoogLeNet fused with the ReLU (and the LRN) after it.
+
+    On the triton backend, an input that needs no gradient runs conv + bias + ReLU (+ LRN) as
+    one Triton launch (stem_op.stem_conv_triton): no bias, ReLU or LRN pass over memory. Any
+    other input runs ATen's convolution, the ReLU in place and the LRN module, which autograd
+    differentiates. Same parameters (shared) and attributes as the Conv2d it replaces."""
+
+    @classmethod
+    def from_module(cls, conv: nn.Conv2d, lrn: nn.Module | None,
+                    backend: str) -> "FusedStemConv":
+        fused = cls.__new__(cls)
+        for key, value in conv.__dict__.items():  # the same Parameter objects, fresh registries
+            fused.__dict__[key] = value.copy() if isinstance(value, dict) else value
+        fused.lrn = lrn
+        fused.backend = backend
+        return fused
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", ReLU" + (", then LRN" if self.lrn is not None else "")
+
+    def _one_launch(self, x) -> bool:
+        ks = self.kernel_size[0]
+        shape_ok = (self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                    and self.kernel_size == (ks, ks) and ks % 2 == 1
+                    and self.padding == (ks // 2, ks // 2) and self.padding_mode == "zeros"
+                    and self.bias is not None)
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return shape_ok and not needs_grad and backends.select(self.backend, x) == "triton"
+
+    def forward(self, x):
+        if self._one_launch(x):
+            lrn = self.lrn
+            settings = (lrn.size, lrn.alpha, lrn.beta, lrn.k) if lrn is not None else (0, 0., 0., 0.)
+            return stem_conv_triton(x, self.weight, self.bias, *settings)
+        y = F.relu(super().forward(x), inplace=True)
+        return self.lrn(y) if self.lrn is not None else y
+
+
 class FusedGoogLeNet(GoogLeNet):
     """The reference :class:`GoogLeNet` with everything :func:`fuse` does to one: the nine
-    inception modules fused, the stem's LRNs through the extension, its ReLUs in place (and
-    after the max pool that follows one), activations channels_last from the input on (an NCHW
-    input is converted once) and convolution weights stored channels_last.
+    inception modules fused, the stem's 1×1 and 3×3 convolutions fused with their ReLU (and
+    LRN), its other ReLU after the max pool and in place, its other LRN through the extension,
+    activations channels_last from the input on (an NCHW input is converted once) and
+    convolution weights stored channels_last.
     state_dict-compatible with GoogLeNet (strict)."""
 
     def __init__(self, image_shape, n_classes=10, backend: str = "auto"):
@@ -157,20 +200,31 @@ def _network_entry(backend: str, model: nn.Module, args):
     return (x.contiguous(memory_format=torch.channels_last), *args[1:])
 
 
-def _fuse_stem(stem: nn.Sequential) -> None:
-    """The stem's ReLUs in place, and after the max pool that follows one.
+def _fuse_stem(stem: nn.Sequential, backend: str) -> None:
+    """The stem's ReLUs after the max pool that follows one, the others fused into the stride-1
+    convolution before them (with the LRN after, if any): FusedStemConv.
 
-    In place: each ReLU follows a convolution or a pool, whose backward does not need its
-    output, and skips allocating (and page-faulting) a new activation. After the pool: max
-    pooling and ReLU commute exactly (both monotone; NaN stays NaN; the gradient reaches the
-    same input, or none where the maximum is not positive), and after the 3×3 / stride-2 pool
-    the ReLU and its backward touch a quarter of the values (the first, at 112×112 for a
-    224×224 image, was the stem's most expensive non-convolution pass in training).
+    After the pool: max pooling and ReLU commute exactly (both monotone; NaN stays NaN; the
+    gradient reaches the same input, or none where the maximum is not positive), and after the
+    3×3 / stride-2 pool the ReLU and its backward touch a quarter of the values (the first, at
+    112×112 for a 224×224 image, was the stem's most expensive non-convolution pass in
+    training). The remaining ReLUs run in place: each follows a convolution or a pool, whose
+    backward does not need its output. A fused layer's ReLU and LRN become nn.Identity, so the
+    stem keeps its indices and state_dict keys.
     """
     layers = list(stem.children())
     for i in range(len(layers) - 1):
-        if type(layers[i]) is nn.ReLU and type(layers[i + 1]) is nn.MaxPool2d:
+        if type(layers[i]) is nn.ReLU and isinstance(layers[i + 1], nn.MaxPool2d):
             layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    for i in range(len(layers) - 1):
+        conv = layers[i]
+        if type(conv) is nn.Conv2d and conv.stride == (1, 1) and type(layers[i + 1]) is nn.ReLU:
+            after = layers[i + 2] if i + 2 < len(layers) else None
+            lrn = after if isinstance(after, nn.LocalResponseNorm) else None
+            layers[i] = FusedStemConv.from_module(conv, lrn, backend)
+            layers[i + 1] = nn.Identity()
+            if lrn is not None:
+                layers[i + 2] = nn.Identity()
     for i, layer in enumerate(layers):
         stem[i] = layer
         if type(layer) is nn.ReLU:
@@ -184,10 +238,11 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     - every reference Inception, at any depth, becomes a FusedInception sharing its parameters;
     - every ``nn.LocalResponseNorm`` becomes a :class:`FusedLocalResponseNorm` (exact on signed
       input, whatever follows it), unless ``backend == "reference"``;
-    - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's ReLUs in place
-      (and after the max pool that follows one: they commute), an entry hook that checks the
-      backend against the input and makes activations channels_last once for the whole
-      network, and its convolution weights stored channels_last (``model.to(memory_format=
+    - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's stride-1
+      convolutions fused with the ReLU (and LRN) after them (:class:`FusedStemConv`), its other
+      ReLU after the max pool that follows it (they commute) and in place, an entry hook that
+      checks the backend against the input and makes activations channels_last once for the
+      whole network, and its convolution weights stored channels_last (``model.to(memory_format=
       torch.channels_last)``: the same Parameter objects, values unchanged). Weights in the
       activations' layout are read by the convolutions and the Triton kernels as they are,
       and their gradients need no layout copy (measured on the CPU: one copy per weight per
@@ -213,7 +268,7 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
 
     visit(model)
     if isinstance(model, GoogLeNet) and backend != "reference":
-        _fuse_stem(model.prev)
+        _fuse_stem(model.prev, backend)
         model.to(memory_format=torch.channels_last)
         if not getattr(model, "_fused_entry_hook", None):
             model._fused_entry_hook = model.register_forward_pre_hook(
@@ -224,4 +279,5 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     return model
 
 
-__all__ = ["FusedInception", "FusedGoogLeNet", "FusedLocalResponseNorm", "fuse"]
+__all__ = ["FusedInception", "FusedGoogLeNet", "FusedLocalResponseNorm", "FusedStemConv",
+           "fuse"]

@@ -90,7 +90,9 @@ def _conv_lrn_relu_kernel(
     plan_ptr, plan_stride,            # column tiles per BLOCK_N: [count, (start, lo, hi) * count]
     M, H, W, K, C0, C1, C2, C_TOTAL, POOL_FROM, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
-    SIZE: tl.constexpr,               # LRN window, in channels
+    SIZE: tl.constexpr,               # LRN window, in channels (1 without LRN)
+    LRN: tl.constexpr,                # False: no LRN (conv + bias + ReLU)
+    RELU_FIRST: tl.constexpr,         # ReLU before the LRN (GoogLeNet's stem) instead of after
     KS: tl.constexpr,                 # convolution KS×KS, stride 1, "same" padding (odd KS)
     POOL: tl.constexpr,               # tiles from channel POOL_FROM on read maxpool3×3(x) (KS 1)
     NUM_BRANCHES: tl.constexpr,       # destinations used (1-4)
@@ -125,9 +127,8 @@ def _conv_lrn_relu_kernel(
     x_rows = x_ptr + m.to(tl.int64) * sxm
     c = start + tl.arange(0, BLOCK_N)                  # output channel of each column
     c_mask = c < C_TOTAL
-    if POOL or KS > 1:
-        h = (m // W) % H
-        w = m % W
+    h = (m // W) % H   # for the pool and KS > 1 (folded away in a 1×1 launch without pool tiles)
+    w = m % W
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     pool_tile = False
@@ -185,27 +186,33 @@ def _conv_lrn_relu_kernel(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         bias = tl.load(b_ptr + c, mask=c_mask & (c < POOL_FROM), other=0.0).to(tl.float32)
     u = acc + bias[None, :]        # columns past the tile's branches are exactly 0
-
-    # LRN window sums s[:, i] = sum_j u[:, j]^2 * band[j, i], u² split into bf16 terms (each
-    # term exact in the dot, the sum in fp32): 8 more bits of u² per term.
     branch = ((c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
               + (c >= C0 + C1 + C2).to(tl.int32))
-    offset = c[:, None] - c[None, :]
-    in_window = (branch[:, None] == branch[None, :]) & (offset >= -HALO_LO) & (offset <= HALO_HI)
-    band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (the interpreter's bool -> bf16 is wrong)
-    if UPCAST:
-        band = band.to(tl.float32)
-    rest = u * u
-    s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for _ in tl.static_range(WINDOW_TERMS):
-        term = rest.to(tl.bfloat16)
-        rest = rest - term.to(tl.float32)
+
+    y = u
+    if RELU_FIRST:
+        y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
+    if LRN:
+        # Window sums s[:, i] = sum_j y[:, j]^2 * band[j, i], y² split into bf16 terms (each
+        # term exact in the dot, the sum in fp32): 8 more bits of y² per term.
+        offset = c[:, None] - c[None, :]
+        in_window = ((branch[:, None] == branch[None, :]) & (offset >= -HALO_LO)
+                     & (offset <= HALO_HI))
+        band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (interpreter: bool -> bf16 wrong)
         if UPCAST:
-            term = term.to(tl.float32)
-        s = tl.dot(term, band, s)
-    d = lrn_k + alpha_over_size * s
-    y = u * tl.exp2(-beta * tl.log2(d))          # u * d ** -beta
-    y = tl.where(y < 0.0, 0.0, y)                # ReLU; NaN stays NaN
+            band = band.to(tl.float32)
+        rest = y * y
+        s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for _ in tl.static_range(WINDOW_TERMS):
+            term = rest.to(tl.bfloat16)
+            rest = rest - term.to(tl.float32)
+            if UPCAST:
+                term = term.to(tl.float32)
+            s = tl.dot(term, band, s)
+        d = lrn_k + alpha_over_size * s
+        y = y * tl.exp2(-beta * tl.log2(d))      # y * d ** -beta
+    if not RELU_FIRST:
+        y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
 
     keep = m_mask[:, None] & ((c >= store_lo) & (c < store_hi))[None, :]
     out = y.to(o0_ptr.dtype.element_ty)
@@ -229,7 +236,7 @@ def _conv_lrn_relu_kernel(
 
 # Layout is not in the key: every launch reads channels_last rows. M_BUCKET is the batch's
 # power-of-two bucket: a config tuned at batch 256 is not reused at batch 1.
-_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C2", "C_TOTAL", "POOL_FROM", "KS", "BLOCK_K"]
+_TUNE_KEY = ["M_BUCKET", "K", "C0", "C1", "C2", "C_TOTAL", "POOL_FROM", "KS", "BLOCK_K", "LRN"]
 _kernel = triton.autotune(configs(), key=_TUNE_KEY,
                           prune_configs_by={"early_config_prune": _prune})(_conv_lrn_relu_kernel)
 
@@ -286,17 +293,19 @@ def _plan_table(groups, size, device) -> tuple[torch.Tensor, int, dict]:
 
 
 def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weight=None,
-                     pool_bias=None, ks=1, preactivation=None, pool_preactivation=None):
+                     pool_bias=None, ks=1, preactivation=None, pool_preactivation=None,
+                     relu_first=False):
     """(kernel, grid, positional arguments, constexpr keywords) of one launch.
 
     ``channels`` are the branches in the order of ``dests``; with ``pool_weight`` the last one
     is the pool projection (maxpool3×3(x) · pool_weightᵀ), the others read x through ``weight``
     [C, KS, KS, Cin]. ``preactivation``, if given, receives the conv + bias (before LRN) of
     every branch but the pool projection, in launch order, and ``pool_preactivation`` the pool
-    projection's (required then). x, every destination and the pre-activations are
-    channels_last row matrices (see ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what this returns, so the
-    checked code is the code that runs."""
-    size, alpha, beta, k = lrn
+    projection's (required then). ``lrn`` None: no LRN (conv + bias + ReLU); ``relu_first``:
+    the ReLU before the LRN. x, every destination and the pre-activations are channels_last
+    row matrices (see ``pixel_rows``), weights contiguous. tests/test_codegen.py compiles what
+    this returns, so the checked code is the code that runs."""
+    size, alpha, beta, k = lrn if lrn is not None else (1, 0.0, 0.0, 1.0)  # 1: no halo
     N, K, H, W = x.shape
     M = N * H * W
     pooled = pool_weight is not None
@@ -323,14 +332,15 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
             pixel_rows(up), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
             float(k), float(alpha) / size, float(beta)]
-    constexprs = dict(SIZE=size, KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
+    constexprs = dict(SIZE=size, LRN=lrn is not None, RELU_FIRST=relu_first, KS=ks,
+                      POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
                       SAVE_U=save, POOL_K=tiling.POOL_K[x.element_size()],
                       BLOCK_K=tiling.k_step(K), GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 
-def _launch(x, dests, channels, lrn, preactivation=None, pool_preactivation=None, **weights):
+def _launch(x, dests, channels, lrn, preactivation=None, pool_preactivation=None, **options):
     """Launch with ``dests`` (and the pre-activations) of any strides: those that are not
     channels_last row matrices go through staging copies, x through one conversion."""
     N, _, H, W = x.shape
@@ -345,7 +355,7 @@ def _launch(x, dests, channels, lrn, preactivation=None, pool_preactivation=None
     u, up = (staged[len(dests):] + [None, None])[:2]
     kernel, grid, args, constexprs = launch_arguments(x, staged[:len(dests)], channels, lrn,
                                                       preactivation=u, pool_preactivation=up,
-                                                      **weights)
+                                                      **options)
     kernel[grid](*args, **constexprs)
     for d, s in zip(wanted, staged):
         if s is not d:
@@ -458,14 +468,16 @@ def pool_projection(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0)):
     return out
 
 
-def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0), preactivation=None):
+def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0), preactivation=None, *,
+                  relu_first=False):
     """relu(lrn(conv2d(x, weight, bias, padding=KS // 2))) into ``out`` [N, C, H, W].
 
     weight: [C, Cin, KS, KS] with KS odd (stride 1, "same" padding: the 3×3 and 5×5 branches).
     The convolution is an implicit GEMM over the pixels' shifted rows: no im2col buffer, and the
     pre-activation never leaves the chip. Layouts as in ``reductions_1x1``; weights are read as
     [C, KS, KS, Cin] (a copy unless they are channels_last already). ``preactivation`` ([N, C,
-    H, W]) receives conv + bias before LRN, for a backward pass.
+    H, W]) receives conv + bias before LRN, for a backward pass. GoogLeNet's stem orders its
+    epilogues otherwise: ``relu_first`` gives lrn(relu(conv)), and ``lrn=None`` relu(conv).
     """
     ks = weight.shape[-1] if weight.dim() == 4 and weight.shape[2] == weight.shape[3] else 0
     if ks % 2 == 0:
@@ -486,5 +498,6 @@ def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0), preactivation=
         padded[:, K:] = 0
         padded[:, :K] = x
         x, weight = padded, F.pad(weight, (0, 16 - K % 16))
-    _launch(x, [out], (weight.shape[0],), lrn, preactivation, weight=weight, bias=bias, ks=ks)
+    _launch(x, [out], (weight.shape[0],), lrn, preactivation, weight=weight, bias=bias, ks=ks,
+            relu_first=relu_first)
     return out

@@ -31,7 +31,9 @@ from triton.runtime.jit import create_function_from_signature  # noqa: E402
 from googlenet_fused.inception_op import TritonSteps, module_forward  # noqa: E402
 from googlenet_fused.kernels import conv_lrn_relu as K  # noqa: E402
 from googlenet_fused.kernels import tiling  # noqa: E402
-from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa: E402
+from googlenet_fused.reference import (INCEPTION_CONFIGS, LRN_ALPHA, LRN_BETA,  # noqa: E402
+                                      LRN_K, LRN_SIZE, SPATIAL_AT_224)
+from googlenet_fused.stem_op import stem_conv_triton  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 64)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -51,7 +53,7 @@ class Recorder:
 def record_launches():
     """{(kernel name, dtype): [(module, batch, args, constexprs)]} from the real launchers;
     the launch is named by what it computes: "1x1+pool", "3x3" or "5x5", "training" added when
-    it also stores the pre-activations."""
+    it also stores the pre-activations, and the stem's "stem 1x1" and "stem 3x3"."""
     recorder = Recorder("gemm", K._kernel)
     K.check_device = lambda x, who: None  # CPU tensors stand in for CUDA ones: nothing runs
     K._kernel = recorder
@@ -72,6 +74,16 @@ def record_launches():
                     kind = "1x1+pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}"
                     kind += " training" if kwargs["SAVE_U"] else ""
                     launches.setdefault((kind, dtype_name), []).append((name, n, args, kwargs))
+        for n in BATCHES:  # the stem's 1×1 and 3×3 (inference), as FusedStemConv runs them
+            x = torch.empty((n, 64, 56, 56), dtype=dtype, memory_format=torch.channels_last)
+            recorder.calls.clear()
+            for cout, ks, lrn_size in ((64, 1, 0), (192, 3, LRN_SIZE)):
+                stem_conv_triton(x, torch.empty((cout, 64, ks, ks), dtype=dtype),
+                                 torch.empty(cout, dtype=dtype), lrn_size, LRN_ALPHA, LRN_BETA,
+                                 LRN_K)
+            for args, kwargs in recorder.calls:
+                kind = f"stem {kwargs['KS']}x{kwargs['KS']}"
+                launches.setdefault((kind, dtype_name), []).append(("stem", n, args, kwargs))
     return recorder, launches
 
 

@@ -154,10 +154,12 @@ def test_triton_every_config_and_dtype_compiles_for_every_kernel(triton_variants
               if not v["ok"]]
     assert not failed, "\n".join(failed)
     launches = triton_variants["launches"]
-    every = {(r["module"], r["batch"]) for r in launches}
-    assert len(every) == 9 * 3
-    for kernel in ("1x1+pool", "3x3", "5x5", "1x1+pool training", "3x3 training",
-                   "5x5 training"):
+    modules = {(r["module"], r["batch"]) for r in launches if r["module"] != "stem"}
+    assert len(modules) == 9 * 3
+    stem = {("stem", n) for n in (1, 32, 256)}
+    for kernel, every in [(k, modules) for k in ("1x1+pool", "3x3", "5x5", "1x1+pool training",
+                                                  "3x3 training", "5x5 training")] + [
+            ("stem 1x1", stem), ("stem 3x3", stem)]:
         for dtype in ("fp32", "fp16", "bf16"):
             rows = [r for r in launches if r["kernel"] == kernel and r["dtype"] == dtype]
             # each launch has compiled configs for its autotuner (those tiling.usable admits)
@@ -197,11 +199,11 @@ def test_triton_wgmma_and_pipelined_16_byte_operand_loads(triton_variants):
 @pytest.mark.slow
 def test_triton_variants_are_few_and_shapes_share_them(triton_variants):
     """Specialization is on ("divisible by 16" for pointers, K and row strides), but values are
-    not: the nine modules at batch 1, 32 and 256 in three dtypes share a few variants per
-    (launch kind, dtype, config, K step)."""
+    not: the nine modules and the stem at batch 1, 32 and 256 in three dtypes share a few
+    variants per (launch kind, dtype, config, K step)."""
     launches, variants = triton_variants["launches"], triton_variants["variants"]
     assert {r["batch"] for r in launches} == {1, 32, 256}
-    assert len({r["module"] for r in launches}) == 9
+    assert len({r["module"] for r in launches}) == 9 + 1
     per_config = {}
     for v in variants.values():
         per_config.setdefault((v["kernel"], v["dtype"], v["config"], v["k_step"]), []).append(v)

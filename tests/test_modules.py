@@ -4,11 +4,12 @@ import logging
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from googlenet_fused import (INCEPTION_CONFIGS, FusedGoogLeNet, FusedInception,
                              FusedLocalResponseNorm, GoogLeNet, Inception, fuse)
 from googlenet_fused import backends
-from helpers import assert_matches, fp32_precision
+from helpers import assert_matches, fp32_precision, plain_lowp
 
 CPU_BACKENDS = ["native", "reference"] + (["triton"] if backends.TRITON_ERROR is None else [])
 ODD_CONFIGS = [(3, 1, 2, 5, 1, 3, 2), (17, 7, 3, 4, 1, 1, 1), (1, 1, 1, 1, 1, 1, 1)]
@@ -230,6 +231,45 @@ def test_fused_googlenet_matches(backend):
         assert_matches(fnet(x), net.double()(x.double()), what=backend)
 
 
+@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="needs triton (interpreter)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("stem_index, lrn", [(4, False), (6, True)])
+def test_stem_conv_one_launch_and_autograd_path(stem_index, lrn, dtype, monkeypatch):
+    """The stem's 1×1 (+ ReLU) and 3×3 (+ ReLU + LRN) as one Triton launch when no gradient is
+    needed, ATen's convolution, ReLU and LRN otherwise: same values, gradients through the
+    second."""
+    from googlenet_fused import modules, stem_op
+
+    net = GoogLeNet((3, 64, 64)).to(dtype)
+    conv, fused_net = net.prev[stem_index], FusedGoogLeNet((3, 64, 64), backend="triton")
+    fused_net.load_state_dict(net.state_dict())
+    fused = fused_net.prev[stem_index]
+    assert isinstance(fused, modules.FusedStemConv) and (fused.lrn is not None) == lrn
+    fused.to(dtype)
+    tail = net.prev[stem_index + 1:stem_index + (3 if lrn else 2)]
+    x = torch.randn(2, conv.in_channels, 6, 7, dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    launches = []
+    monkeypatch.setattr(modules, "stem_conv_triton",
+                        lambda *a: launches.append(a) or stem_op.stem_conv_triton(*a))
+    with torch.no_grad():
+        got = fused(x)
+    assert len(launches) == 1
+    lowp = None
+    if dtype != torch.float32:
+        lowp = plain_lowp(lambda ts: tail(F.conv2d(ts[0], ts[1], ts[2], padding=conv.padding)),
+                          [x, conv.weight.detach(), conv.bias.detach()])
+    ref = tail.double()(F.conv2d(x.double(), conv.weight.double(), conv.bias.double(),
+                                 padding=conv.padding))
+    assert_matches(got, ref, lowp, what=f"stem conv {stem_index} {dtype}")
+    xg = x.float().requires_grad_()
+    fused.float()
+    out = fused(xg)  # needs gradients: ATen's path
+    assert len(launches) == 1
+    out.sum().backward()
+    assert xg.grad is not None and fused.weight.grad is not None
+
+
 def test_bad_input_errors():
     fused = FusedInception(*INCEPTION_CONFIGS["4a"], backend="native")
     with pytest.raises(ValueError, match=r"\[N, 480, H, W\].*\(1, 48, 7, 7\)"):
@@ -293,7 +333,7 @@ def test_stem_relu_after_pool_is_exact():
 
     ref = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Identity())
     fused = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Identity())
-    _fuse_stem(fused)
+    _fuse_stem(fused, "native")
     assert [type(m) for m in fused] == [nn.MaxPool2d, nn.ReLU, nn.Identity]
     x = torch.randint(-3, 3, (2, 3, 9, 8), dtype=torch.float64)  # many ties, many <= 0
     x[0, 0, 2, 2] = float("nan")
@@ -372,8 +412,6 @@ def test_op_returns_preactivations_and_opchecks(backend):
     (what the backward differentiates LRN at) and the reductions (native: also the pooled x),
     so the shared backward recomputes no convolution; training=False returns none of it and
     refuses a backward."""
-    import torch.nn.functional as F
-
     from googlenet_fused import inception_op
 
     op = getattr(inception_op, f"inception_{backend}")

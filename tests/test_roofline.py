@@ -47,3 +47,15 @@ def test_eager_above_fused_above_ideal_and_the_last_line():
     assert last.startswith("nine modules, batch 256, bf16: fused/ideal = ")
     assert 1.0 < float(last.rsplit("= ", 1)[1]) < 5.0
     assert "| network | 256 |" in text
+
+
+def test_stem_gemms_and_the_network_around_the_modules():
+    # The stem's 1×1 (64 -> 64, bias + ReLU, no LRN): no halo, no window product, every row and
+    # column a real one (256·56·56 rows are a multiple of every BLOCK_M).
+    k = roofline.triton_gemm("stem 1x1", 256, 56, 1, 64, ((64,),), 2, "bf16", lrn=False)
+    rows = 256 * 56 * 56
+    assert k.flops == 2.0 * rows * 64 * 64 and k.bf16_flops == 0
+    assert k.bytes == 2 * (rows * 64 + 64 * 64 + rows * 64)
+    times = {impl: sum(x.seconds("bf16") for x in roofline.around_modules(256, "bf16", impl))
+             for impl in ("eager", "compile", "fused", "ideal")}
+    assert times["eager"] > times["compile"] > times["fused"] > times["ideal"]

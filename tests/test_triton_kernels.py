@@ -108,7 +108,15 @@ def test_interpreter_nan_propagates_through_pool_and_gemm():
     assert torch.equal(torch.isnan(out), torch.isnan(ref)) and torch.isnan(out).any()
 
 
-def run_conv_case(n, cin, hw, cout, ks, dtype, layout, device):
+# conv_lrn_relu's epilogues: the inception branches' relu(lrn(.)), and the stem's relu(.) and
+# lrn(relu(.)).
+EPILOGUES = {"lrn_relu": (dict(), lambda u: lrn_relu(u)),
+             "relu": (dict(lrn=None), F.relu),
+             "relu_lrn": (dict(relu_first=True),
+                          lambda u: F.local_response_norm(F.relu(u), *LRN))}
+
+
+def run_conv_case(n, cin, hw, cout, ks, dtype, layout, device, epilogue="lrn_relu"):
     """conv_lrn_relu into a channel slice of a larger tensor against float64 ATen."""
     x = make_input((n, cin, *hw), dtype, layout, device)
     w = (cin ** -0.5 / ks * 3 * torch.randn(cout, cin, ks, ks, device=device)).to(dtype)
@@ -117,15 +125,17 @@ def run_conv_case(n, cin, hw, cout, ks, dtype, layout, device):
     if layout == "channels_last":
         big = big.contiguous(memory_format=torch.channels_last)
     out = big[:, 4:4 + cout]
-    K.conv_lrn_relu(x, w, b, out, LRN)
+    options, after_conv = EPILOGUES[epilogue]
+    K.conv_lrn_relu(x, w, b, out, **{"lrn": LRN, **options})
 
     def plain(ts):
         x_, w_, b_ = ts
-        return lrn_relu(F.conv2d(x_, w_, b_, padding=ks // 2))
+        return after_conv(F.conv2d(x_, w_, b_, padding=ks // 2))
 
     ref = plain([t.double().cpu() for t in (x, w, b)])
     lowp = plain_lowp(plain, [x, w, b]).cpu() if dtype != torch.float32 else None
-    assert_matches(out.cpu(), ref, lowp, what=f"conv{ks}x{ks} {dtype} {layout} {tuple(x.shape)}")
+    assert_matches(out.cpu(), ref, lowp,
+                   what=f"conv{ks}x{ks} {epilogue} {dtype} {layout} {tuple(x.shape)}")
     untouched = torch.cat([big[:, :4], big[:, 4 + cout:]], 1)
     assert (untouched == 777).all(), "wrote outside the output slice"
 
@@ -143,6 +153,21 @@ def run_conv_case(n, cin, hw, cout, ks, dtype, layout, device):
 ])
 def test_interpreter_conv_lrn_relu(dtype, layout, n, cin, hw, cout, ks):
     run_conv_case(n, cin, hw, cout, ks, dtype, layout, "cpu")
+
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("epilogue", ["relu", "relu_lrn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("n, cin, hw, cout, ks", [
+    (2, 64, (5, 6), 64, 1),     # the stem's 1×1, shrunk
+    (1, 64, (4, 4), 192, 3),    # the stem's 3×3
+    (1, 5, (3, 3), 70, 3),      # odd channels, a branch cut by the tile's end
+    (1, 3, (1, 1), 1, 3),
+])
+def test_interpreter_stem_epilogues(epilogue, dtype, layout, n, cin, hw, cout, ks):
+    """GoogLeNet's stem: conv + bias + ReLU, and conv + bias + ReLU + LRN (ReLU first)."""
+    run_conv_case(n, cin, hw, cout, ks, dtype, layout, "cpu", epilogue)
 
 
 @pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
