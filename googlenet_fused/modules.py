@@ -179,8 +179,7 @@ class FusedGoogLeNet(GoogLeNet):
     """The reference :class:`GoogLeNet` with everything :func:`fuse` does to one: the nine
     inception modules fused, the stem's 1×1 and 3×3 convolutions fused with their ReLU (and
     LRN), its other ReLU after the max pool and in place, its other LRN through the extension,
-    activations channels_last from the input on (an NCHW input is converted once) and
-    convolution weights stored channels_last.
+    and activations channels_last from the input on (an NCHW input is converted once).
     state_dict-compatible with GoogLeNet (strict)."""
 
     def __init__(self, image_shape, n_classes=10, backend: str = "auto"):
@@ -242,11 +241,9 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
       convolutions fused with the ReLU (and LRN) after them (:class:`FusedStemConv`), its other
       ReLU after the max pool that follows it (they commute) and in place, an entry hook that
       checks the backend against the input and makes activations channels_last once for the
-      whole network, and its convolution weights stored channels_last (``model.to(memory_format=
-      torch.channels_last)``: the same Parameter objects, values unchanged). Weights in the
-      activations' layout are read by the convolutions and the Triton kernels as they are,
-      and their gradients need no layout copy (measured on the CPU: one copy per weight per
-      step otherwise, ~6 ms of a batch-8 training step).
+      whole network. Parameters keep their layout: FSDP2's ``fully_shard`` refuses
+      channels_last ones (``model.to(memory_format=torch.channels_last)`` would save a layout
+      copy of each weight's gradient per step, ~6 ms of a batch-8 CPU training step).
 
     Logs how many modules were swapped. Calling it twice changes nothing more.
     """
@@ -269,7 +266,6 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     visit(model)
     if isinstance(model, GoogLeNet) and backend != "reference":
         _fuse_stem(model.prev, backend)
-        model.to(memory_format=torch.channels_last)
         if not getattr(model, "_fused_entry_hook", None):
             model._fused_entry_hook = model.register_forward_pre_hook(
                 functools.partial(_network_entry, backend))
