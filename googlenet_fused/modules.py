@@ -56,7 +56,7 @@ class FusedInception(Inception):
                  backend: str = "auto"):
         super().__init__(in_size, _1by1, _3by3red, _3by3, _5by5_red, _5by5, pool_size)
         self.backend = backends.check_backend_name(backend)
-        self._stacked = None  # (key, weight, bias) of the merged 1×1 reductions
+        self._cached = None  # (key, op_params()) for inference
 
     @classmethod
     def from_module(cls, module: Inception, backend: str = "auto") -> "FusedInception":
@@ -69,31 +69,40 @@ class FusedInception(Inception):
         for name in ("case1", "case2", "case3", "case4"):
             setattr(fused, name, getattr(module, name))
         fused.backend = backends.check_backend_name(backend)
-        fused._stacked = None
+        fused._cached = None
         fused.train(module.training)
         return fused
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"
 
-    def reduction_weights(self):
-        """The three 1×1 convolutions that read the input, stacked: (weight [C, Cin, 1, 1], bias).
+    def op_params(self):
+        """The eight parameter tensors of the module's op: (w_red, b_red, w3, b3, w5, b5, wp, bp),
+        w_red / b_red the three 1×1 convolutions that read the input, stacked.
 
-        Cached for inference; rebuilt whenever a weight changes (in-place updates bump the
-        tensors' version, ``.to()`` and ``load_state_dict`` too), and never cached while
-        autograd or torch.compile needs the stacking in the graph.
+        Cached for inference, with the 3×3 and 5×5 weights copied channels_last (the layout the
+        Triton kernels read, so no launch copies them); rebuilt whenever a weight changes
+        (in-place updates bump the tensors' version, ``.to()`` and ``load_state_dict`` too).
+        Never cached while autograd or torch.compile needs the stacking in the graph.
         """
         convs = (self.case1[0], self.case2[0], self.case3[0])
-        tensors = [t for conv in convs for t in (conv.weight, conv.bias)]
+        conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
+        others = (conv3.bias, conv5.bias, proj.weight, proj.bias)
+        tensors = [t for conv in (*convs, conv3, conv5) for t in (conv.weight, conv.bias)] + [
+            proj.weight, proj.bias]
         if torch.compiler.is_compiling() or (torch.is_grad_enabled()
                                              and any(t.requires_grad for t in tensors)):
-            return (torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]))
+            return (torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]),
+                    conv3.weight, others[0], conv5.weight, *others[1:])
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-        if self._stacked is None or self._stacked[0] != key:
+        if self._cached is None or self._cached[0] != key:
             with torch.no_grad():
-                self._stacked = (key, torch.cat([c.weight for c in convs]),
-                                 torch.cat([c.bias for c in convs]))
-        return self._stacked[1], self._stacked[2]
+                w3, w5 = (w.contiguous(memory_format=torch.channels_last)
+                          for w in (conv3.weight, conv5.weight))
+                self._cached = (key, (torch.cat([c.weight for c in convs]),
+                                      torch.cat([c.bias for c in convs]), w3, others[0], w5,
+                                      *others[1:]))
+        return self._cached[1]
 
     def forward(self, x):
         check_input(x, self.in_size, type(self).__name__)
@@ -102,10 +111,7 @@ class FusedInception(Inception):
         if backend == "reference":
             out = super().forward(x)
         else:
-            w_red, b_red = self.reduction_weights()
-            conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
-            params = (w_red, b_red, conv3.weight, conv3.bias, conv5.weight, conv5.bias,
-                      proj.weight, proj.bias)
+            params = self.op_params()
             # Training returns the pre-activations its backward needs; inference does not.
             training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
             op = inception_triton if backend == "triton" else inception_native

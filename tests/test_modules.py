@@ -97,6 +97,10 @@ def test_weight_cache_invalidated():
     x = torch.randn(1, 192, 4, 4)
     with torch.no_grad():
         fused(x)
+        params = fused.op_params()
+        assert params[2].is_contiguous(memory_format=torch.channels_last)  # 3×3, as read
+        assert all(p is q for p, q in zip(params, fused.op_params()))  # cached
+        assert params[2].data_ptr() != ref.case2[3].weight.data_ptr()
         other = Inception(*INCEPTION_CONFIGS["3a"])
         fused.load_state_dict(other.state_dict())
         torch.testing.assert_close(fused(x), other.eval()(x), rtol=1e-5, atol=1e-6)
@@ -397,11 +401,9 @@ def test_sgd_steps_stay_together(backend):
 
 
 def _op_params(ref, dtype=torch.float32):
-    fused = FusedInception.from_module(ref, "native")
-    w_red, b_red = fused.reduction_weights()
-    conv3, conv5, proj = ref.case2[3], ref.case3[3], ref.case4[1]
-    return [t.detach().to(dtype) for t in (w_red, b_red, conv3.weight, conv3.bias,
-                                           conv5.weight, conv5.bias, proj.weight, proj.bias)]
+    with torch.no_grad():
+        params = FusedInception.from_module(ref, "native").op_params()
+    return [t.detach().to(dtype) for t in params]
 
 
 @pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
