@@ -76,12 +76,7 @@ C10_HOST_DEVICE inline void backward5(const scalar_t* src, index_t src_c, const 
     // grad_out's slice sits where the forward writes its output: the same vector flag.
     load_chunk<scalar_t, index_t, acc_t, CH>(gsrc, g_c, c0, b.channels, b.vector_store, g);
     acc_t sq[CH + 4];
-    sq[0] = sq_before0;
-    sq[1] = sq_before1;
-#pragma unroll
-    for (int j = 0; j < CH; ++j) sq[2 + j] = cur[j] * cur[j];
-    sq[CH + 2] = next[0] * next[0];
-    sq[CH + 3] = next[1] * next[1];
+    chunk_squares(sq_before0, sq_before1, cur, next, sq);
     acc_t t[CH], gs[CH];
 #pragma unroll
     for (int j = 0; j < CH; ++j) {

@@ -168,6 +168,19 @@ C10_HOST_DEVICE inline void load_biased_chunk(const scalar_t* src, index_t src_c
   }
 }
 
+// Squares of channels [c0 - 2, c0 + CH + 2) around a chunk `cur` at c0: the two before it
+// (`before0`, `before1`), its own, and the first two of the `next` chunk.
+template <typename acc_t, int CH>
+C10_HOST_DEVICE inline void chunk_squares(acc_t before0, acc_t before1, const acc_t (&cur)[CH],
+                                          const acc_t (&next)[CH], acc_t (&sq)[CH + 4]) {
+  sq[0] = before0;
+  sq[1] = before1;
+#pragma unroll
+  for (int j = 0; j < CH; ++j) sq[2 + j] = cur[j] * cur[j];
+  sq[CH + 2] = next[0] * next[0];
+  sq[CH + 3] = next[1] * next[1];
+}
+
 // Window of 5 (2 channels before, 2 after): each chunk's outputs need the squares of the last
 // two channels of the previous chunk and of the first two of the next, kept in registers.
 template <typename scalar_t, typename index_t, typename acc_t>
@@ -185,12 +198,7 @@ C10_HOST_DEVICE inline void window5(const scalar_t* src, index_t src_c, scalar_t
   for (int32_t c0 = 0; c0 < b.channels; c0 += CH) {
     load(c0 + CH, next);
     acc_t sq[CH + 4];
-    sq[0] = before0;
-    sq[1] = before1;
-#pragma unroll
-    for (int j = 0; j < CH; ++j) sq[2 + j] = cur[j] * cur[j];
-    sq[CH + 2] = next[0] * next[0];
-    sq[CH + 3] = next[1] * next[1];
+    chunk_squares(before0, before1, cur, next, sq);
     acc_t y[CH];
 #pragma unroll
     for (int j = 0; j < CH; ++j) {
