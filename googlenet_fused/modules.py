@@ -142,29 +142,35 @@ class FusedLocalResponseNorm(nn.LocalResponseNorm):
 
 
 class FusedStemConv(nn.Conv2d):
-    """A stem convolution of GoogLeNet fused with the ReLU (and the LRN) after it.
+    """A stem convolution of GoogLeNet fused with what follows it: the ReLU (and the LRN), or
+    the max pool and then the ReLU.
 
     On the triton backend, an input that needs no gradient runs conv + bias + ReLU (+ LRN) as
     one Triton launch (stem_op.stem_conv_triton): no bias, ReLU or LRN pass over memory. Any
     other input runs ATen's convolution, the ReLU in place and the LRN module, which autograd
-    differentiates. Same parameters (shared) and attributes as the Conv2d it replaces."""
+    differentiates. With a pool (the 7×7, stride 2) the bias is added after the pool on CUDA,
+    where cuDNN would spend a pass of its own on it at full size: max pooling commutes with
+    adding a per-channel constant, so a quarter of the values get it (backends.fold_bias). Same
+    parameters (shared) and attributes as the Conv2d it replaces."""
 
     @classmethod
-    def from_module(cls, conv: nn.Conv2d, lrn: nn.Module | None,
-                    backend: str) -> "FusedStemConv":
+    def from_module(cls, conv: nn.Conv2d, lrn: nn.Module | None, backend: str,
+                    pool: nn.Module | None = None) -> "FusedStemConv":
         fused = cls.__new__(cls)
         for key, value in conv.__dict__.items():  # the same Parameter objects, fresh registries
             fused.__dict__[key] = value.copy() if isinstance(value, dict) else value
-        fused.lrn = lrn
+        fused.pool, fused.lrn = pool, lrn
         fused.backend = backend
         return fused
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + ", ReLU" + (", then LRN" if self.lrn is not None else "")
+        return (super().extra_repr() + (", max pool" if self.pool is not None else "") + ", ReLU"
+                + (", then LRN" if self.lrn is not None else ""))
 
     def _one_launch(self, x) -> bool:
         ks = self.kernel_size[0]
-        shape_ok = (self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+        shape_ok = (self.pool is None and self.stride == (1, 1) and self.dilation == (1, 1)
+                    and self.groups == 1
                     and self.kernel_size == (ks, ks) and ks % 2 == 1
                     and self.padding == (ks // 2, ks // 2) and self.padding_mode == "zeros"
                     and self.bias is not None)
@@ -177,7 +183,14 @@ class FusedStemConv(nn.Conv2d):
             lrn = self.lrn
             settings = (lrn.size, lrn.alpha, lrn.beta, lrn.k) if lrn is not None else (0, 0., 0., 0.)
             return stem_conv_triton(x, self.weight, self.bias, *settings)
-        y = F.relu(super().forward(x), inplace=True)
+        if self.pool is None:
+            y = super().forward(x)
+        else:
+            fold = self.bias is not None and backends.fold_bias(x)
+            y = self.pool(self._conv_forward(x, self.weight, None if fold else self.bias))
+            if fold:
+                y = y.add_(self.bias.view(1, -1, 1, 1))
+        y = F.relu(y, inplace=True)
         return self.lrn(y) if self.lrn is not None else y
 
 
@@ -206,30 +219,34 @@ def _network_entry(backend: str, model: nn.Module, args):
 
 
 def _fuse_stem(stem: nn.Sequential, backend: str) -> None:
-    """The stem's ReLUs after the max pool that follows one, the others fused into the stride-1
-    convolution before them (with the LRN after, if any): FusedStemConv.
+    """The stem's ReLUs after the max pool that follows one, and fused with what precedes them:
+    FusedStemConv (a stride-1 convolution, its ReLU and the LRN after, if any; the 7×7, its max
+    pool and ReLU).
 
     After the pool: max pooling and ReLU commute exactly (both monotone; NaN stays NaN; the
     gradient reaches the same input, or none where the maximum is not positive), and after the
     3×3 / stride-2 pool the ReLU and its backward touch a quarter of the values (the first, at
     112×112 for a 224×224 image, was the stem's most expensive non-convolution pass in
-    training). The remaining ReLUs run in place: each follows a convolution or a pool, whose
-    backward does not need its output. A fused layer's ReLU and LRN become nn.Identity, so the
-    stem keeps its indices and state_dict keys.
+    training). A fused layer's pool, ReLU and LRN become nn.Identity, so the stem keeps its
+    indices and state_dict keys; any other ReLU runs in place.
     """
-    layers = list(stem.children())
+    layers = list(stem)  # (children() would skip a module that sits at two indices)
     for i in range(len(layers) - 1):
         if type(layers[i]) is nn.ReLU and isinstance(layers[i + 1], nn.MaxPool2d):
             layers[i], layers[i + 1] = layers[i + 1], layers[i]
     for i in range(len(layers) - 1):
-        conv = layers[i]
-        if type(conv) is nn.Conv2d and conv.stride == (1, 1) and type(layers[i + 1]) is nn.ReLU:
-            after = layers[i + 2] if i + 2 < len(layers) else None
-            lrn = after if isinstance(after, nn.LocalResponseNorm) else None
+        conv, after = layers[i], layers[i + 1:i + 3]
+        if type(conv) is not nn.Conv2d:
+            continue
+        if conv.stride == (1, 1) and type(after[0]) is nn.ReLU:
+            lrn = after[1] if len(after) > 1 and isinstance(after[1], nn.LocalResponseNorm) else None
             layers[i] = FusedStemConv.from_module(conv, lrn, backend)
-            layers[i + 1] = nn.Identity()
-            if lrn is not None:
-                layers[i + 2] = nn.Identity()
+            replaced = 2 if lrn is not None else 1
+            layers[i + 1:i + 1 + replaced] = [nn.Identity() for _ in range(replaced)]
+        elif (len(after) == 2 and isinstance(after[0], nn.MaxPool2d)
+              and type(after[1]) is nn.ReLU):
+            layers[i] = FusedStemConv.from_module(conv, None, backend, pool=after[0])
+            layers[i + 1:i + 3] = [nn.Identity() for _ in range(2)]
     for i, layer in enumerate(layers):
         stem[i] = layer
         if type(layer) is nn.ReLU:

@@ -205,7 +205,7 @@ def test_fuse_plain_googlenet_is_fused_googlenet():
             == [type(m).__name__ for m in fnet.modules()][1:])  # all but the top are the same
     assert [getattr(m, "inplace", None) for m in net.modules()] == [
         getattr(m, "inplace", None) for m in fnet.modules()]
-    assert [type(m).__name__ for m in net.prev[:3]] == ["Conv2d", "MaxPool2d", "ReLU"]
+    assert [type(m).__name__ for m in net.prev[:3]] == ["FusedStemConv", "Identity", "Identity"]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(fnet(x), got, rtol=0, atol=0)
@@ -346,6 +346,29 @@ def test_stem_relu_after_pool_is_exact():
         out = model(xr * 1)  # in place: not on the leaf
         results.append((out, *torch.autograd.grad(out, xr, grad)))
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_stem_conv_with_its_pool(fold, monkeypatch):
+    """The 7×7 with its max pool and ReLU: the bias after the pool where backends.fold_bias says
+    so (CUDA; forced here), before it otherwise; values and float64 gradients as the reference's
+    conv -> ReLU -> pool."""
+    from googlenet_fused import modules
+
+    net = GoogLeNet((3, 64, 64)).double()
+    fused = FusedGoogLeNet((3, 64, 64), backend="native").double()
+    fused.load_state_dict(net.state_dict())
+    stem = fused.prev[0]
+    assert isinstance(stem, modules.FusedStemConv) and stem.pool is not None
+    monkeypatch.setattr(backends, "fold_bias", lambda x: fold)
+    x = torch.randn(2, 3, 31, 30, dtype=torch.float64).requires_grad_()
+    got, expected = stem(x), net.prev[:3](x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(got)
+    mine = torch.autograd.grad(got, (x, stem.weight, stem.bias), grad)
+    theirs = torch.autograd.grad(expected, (x, net.prev[0].weight, net.prev[0].bias), grad)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 def test_fused_googlenet_gradients_match():
