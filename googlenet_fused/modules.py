@@ -87,21 +87,20 @@ class FusedInception(Inception):
         """
         convs = (self.case1[0], self.case2[0], self.case3[0])
         conv3, conv5, proj = self.case2[3], self.case3[3], self.case4[1]
-        others = (conv3.bias, conv5.bias, proj.weight, proj.bias)
-        tensors = [t for conv in (*convs, conv3, conv5) for t in (conv.weight, conv.bias)] + [
-            proj.weight, proj.bias]
+        tensors = [t for conv in (*convs, conv3, conv5, proj) for t in (conv.weight, conv.bias)]
+
+        def params(w3, w5):
+            return (torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]),
+                    w3, conv3.bias, w5, conv5.bias, proj.weight, proj.bias)
+
         if torch.compiler.is_compiling() or (torch.is_grad_enabled()
                                              and any(t.requires_grad for t in tensors)):
-            return (torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]),
-                    conv3.weight, others[0], conv5.weight, *others[1:])
+            return params(conv3.weight, conv5.weight)
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         if self._cached is None or self._cached[0] != key:
             with torch.no_grad():
-                w3, w5 = (w.contiguous(memory_format=torch.channels_last)
-                          for w in (conv3.weight, conv5.weight))
-                self._cached = (key, (torch.cat([c.weight for c in convs]),
-                                      torch.cat([c.bias for c in convs]), w3, others[0], w5,
-                                      *others[1:]))
+                self._cached = (key, params(*(w.contiguous(memory_format=torch.channels_last)
+                                              for w in (conv3.weight, conv5.weight))))
         return self._cached[1]
 
     def forward(self, x):
@@ -196,9 +195,9 @@ class FusedStemConv(nn.Conv2d):
 
 class FusedGoogLeNet(GoogLeNet):
     """The reference :class:`GoogLeNet` with everything :func:`fuse` does to one: the nine
-    inception modules fused, the stem's 1×1 and 3×3 convolutions fused with their ReLU (and
-    LRN), its other ReLU after the max pool and in place, its other LRN through the extension,
-    and activations channels_last from the input on (an NCHW input is converted once).
+    inception modules fused, the stem's convolutions fused with what follows them
+    (FusedStemConv), its other LRN through the extension, and activations channels_last from
+    the input on (an NCHW input is converted once).
     state_dict-compatible with GoogLeNet (strict)."""
 
     def __init__(self, image_shape, n_classes=10, backend: str = "auto"):
@@ -219,34 +218,30 @@ def _network_entry(backend: str, model: nn.Module, args):
 
 
 def _fuse_stem(stem: nn.Sequential, backend: str) -> None:
-    """The stem's ReLUs after the max pool that follows one, and fused with what precedes them:
-    FusedStemConv (a stride-1 convolution, its ReLU and the LRN after, if any; the 7×7, its max
-    pool and ReLU).
-
-    After the pool: max pooling and ReLU commute exactly (both monotone; NaN stays NaN; the
-    gradient reaches the same input, or none where the maximum is not positive), and after the
-    3×3 / stride-2 pool the ReLU and its backward touch a quarter of the values (the first, at
-    112×112 for a 224×224 image, was the stem's most expensive non-convolution pass in
-    training). A fused layer's pool, ReLU and LRN become nn.Identity, so the stem keeps its
-    indices and state_dict keys; any other ReLU runs in place.
+    """Each stem convolution fused with what follows it as a FusedStemConv: a stride-1
+    convolution with its ReLU and the LRN after, if any; a convolution followed by ReLU and max
+    pool with both, the ReLU moved after the pool. Max pooling and ReLU commute exactly (both
+    monotone; NaN stays NaN; the gradient reaches the same input, or none where the maximum is
+    not positive), and after the 3×3 / stride-2 pool the ReLU and its backward touch a quarter
+    of the values (at 112×112 for a 224×224 image it was the stem's most expensive
+    non-convolution pass in training). The layers taken in become nn.Identity, so the stem
+    keeps its indices and state_dict keys; any other ReLU runs in place.
     """
     layers = list(stem)  # (children() would skip a module that sits at two indices)
-    for i in range(len(layers) - 1):
-        if type(layers[i]) is nn.ReLU and isinstance(layers[i + 1], nn.MaxPool2d):
-            layers[i], layers[i + 1] = layers[i + 1], layers[i]
-    for i in range(len(layers) - 1):
-        conv, after = layers[i], layers[i + 1:i + 3]
-        if type(conv) is not nn.Conv2d:
+    for i, conv in enumerate(layers):
+        after = layers[i + 1:i + 3]
+        if type(conv) is not nn.Conv2d or not after or type(after[0]) is not nn.ReLU:
             continue
-        if conv.stride == (1, 1) and type(after[0]) is nn.ReLU:
-            lrn = after[1] if len(after) > 1 and isinstance(after[1], nn.LocalResponseNorm) else None
+        if len(after) == 2 and isinstance(after[1], nn.MaxPool2d):
+            layers[i] = FusedStemConv.from_module(conv, None, backend, pool=after[1])
+            taken = 2
+        elif conv.stride == (1, 1):
+            lrn = after[1] if len(after) == 2 and isinstance(after[1], nn.LocalResponseNorm) else None
             layers[i] = FusedStemConv.from_module(conv, lrn, backend)
-            replaced = 2 if lrn is not None else 1
-            layers[i + 1:i + 1 + replaced] = [nn.Identity() for _ in range(replaced)]
-        elif (len(after) == 2 and isinstance(after[0], nn.MaxPool2d)
-              and type(after[1]) is nn.ReLU):
-            layers[i] = FusedStemConv.from_module(conv, None, backend, pool=after[0])
-            layers[i + 1:i + 3] = [nn.Identity() for _ in range(2)]
+            taken = 2 if lrn is not None else 1
+        else:
+            continue
+        layers[i + 1:i + 1 + taken] = [nn.Identity() for _ in range(taken)]
     for i, layer in enumerate(layers):
         stem[i] = layer
         if type(layer) is nn.ReLU:
@@ -260,10 +255,9 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     - every reference Inception, at any depth, becomes a FusedInception sharing its parameters;
     - every ``nn.LocalResponseNorm`` becomes a :class:`FusedLocalResponseNorm` (exact on signed
       input, whatever follows it), unless ``backend == "reference"``;
-    - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's stride-1
-      convolutions fused with the ReLU (and LRN) after them (:class:`FusedStemConv`), its other
-      ReLU after the max pool that follows it (they commute) and in place, an entry hook that
-      checks the backend against the input and makes activations channels_last once for the
+    - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's convolutions
+      fused with the ReLU and the LRN or max pool after them (:class:`FusedStemConv`; the ReLU
+      moved after the pool, with which it commutes), an entry hook that checks the backend against the input and makes activations channels_last once for the
       whole network. Parameters keep their layout: FSDP2's ``fully_shard`` refuses
       channels_last ones (``model.to(memory_format=torch.channels_last)`` would save a layout
       copy of each weight's gradient per step, ~6 ms of a batch-8 CPU training step).

@@ -328,24 +328,38 @@ def test_gradients_match_reference(backend):
         torch.testing.assert_close(g_fused, g_ref, **tol)
 
 
-def test_stem_relu_after_pool_is_exact():
-    """fuse moves a ReLU behind the max pool that follows it: same values and gradients, even
-    with ties, NaN and windows whose maximum is not positive."""
-    from googlenet_fused.modules import _fuse_stem
+@pytest.mark.parametrize("fold", [False, True])
+def test_stem_relu_after_pool_is_exact(fold, monkeypatch):
+    """fuse takes a convolution's ReLU and max pool into it and moves the ReLU (and, folding,
+    the bias) behind the pool: same values and gradients, even with ties, NaN and windows whose
+    maximum is not positive. The convolution is an identity (integers stay integers, ties
+    stay ties)."""
+    from googlenet_fused.modules import FusedStemConv, _fuse_stem
 
-    ref = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Identity())
-    fused = nn.Sequential(nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Identity())
+    def stem():
+        conv = nn.Conv2d(3, 3, 1).double()
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(3)[:, :, None, None])
+            conv.bias.fill_(-1.0)
+        return nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True))
+
+    ref, fused = stem(), stem()
     _fuse_stem(fused, "native")
-    assert [type(m) for m in fused] == [nn.MaxPool2d, nn.ReLU, nn.Identity]
-    x = torch.randint(-3, 3, (2, 3, 9, 8), dtype=torch.float64)  # many ties, many <= 0
+    assert [type(m) for m in fused] == [FusedStemConv, nn.Identity, nn.Identity]
+    monkeypatch.setattr(backends, "fold_bias", lambda x: fold)
+    x = torch.randint(-3, 4, (2, 3, 9, 8), dtype=torch.float64)  # many ties, many <= 0
     x[0, 0, 2, 2] = float("nan")
     grad = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     results = []
     for model in (ref, fused):
         xr = x.clone().requires_grad_()
-        out = model(xr * 1)  # in place: not on the leaf
-        results.append((out, *torch.autograd.grad(out, xr, grad)))
-    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0, equal_nan=True)
+        out = model(xr)
+        results.append((out, *torch.autograd.grad(out, (xr, model[0].weight, model[0].bias),
+                                                  grad)))
+    # values and the routing exact; the parameter gradients summed in another order
+    torch.testing.assert_close(results[1][:2], results[0][:2], rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(results[1][2:], results[0][2:], rtol=1e-12, atol=1e-12,
+                               equal_nan=True)
 
 
 @pytest.mark.parametrize("fold", [False, True])
