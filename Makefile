@@ -11,6 +11,8 @@ ARGS ?=
 RESULTS ?= benchmarks/results/latest
 TITLE ?= googlenet-fused benchmarks
 
+# torch's CUDA wheels and their nvidia-* libraries are ~5 GB per environment; --no-cache-dir keeps
+# pip from also storing the downloaded wheels (another ~3.5 GB) once they are installed.
 # What CI tests: the newest releases, and the oldest ones setup.py admits (torch 2.11 / triton
 # 3.6, the GPU machine's). triton 3.6's interpreter needs numpy < 2.4.
 NEWEST := "torch>=2.11" "triton>=3.6" numpy
@@ -27,7 +29,7 @@ BUILD_INPUTS := setup.py $(wildcard csrc/*) Makefile
 $(VENV)/.installed: $(BUILD_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q $(NEWEST) $(TOOLS)
+	$(PY) -m pip install -q --no-cache-dir $(NEWEST) $(TOOLS)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install -q --no-build-isolation -e ".[test,plot]"
 	touch $@
 
@@ -60,7 +62,7 @@ endef
 $(OLDEST_VENV)/.installed: $(BUILD_INPUTS)
 	test -x $(OLDEST_PY) || $(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_PY) -m pip install -q --upgrade pip setuptools wheel
-	$(OLDEST_PY) -m pip install -q $(OLDEST) $(TOOLS)
+	$(OLDEST_PY) -m pip install -q --no-cache-dir $(OLDEST) $(TOOLS)
 	$(sync_oldest_src)
 	cd $(OLDEST_SRC) && MAX_JOBS=$${MAX_JOBS:-2} $(OLDEST_PY) -m pip install -q --no-build-isolation --no-deps -e .
 	touch $@
