@@ -149,7 +149,11 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
     }
     return is_planar(t) ? t : t.contiguous();
   };
-  const at::Tensor grad_out = in_layout(grad_out_in);
+  // Channels-last branches take grad_out in any layout whose pixels form one axis, read in
+  // place: an NCHW module output's gradient arrives NCHW, and copying it costs more than this
+  // kernel's whole pass.
+  const bool gather_grad = channels_last && pixel_stride(grad_out_in).has_value();
+  const at::Tensor grad_out = gather_grad ? grad_out_in : in_layout(grad_out_in);
   std::vector<at::Tensor> branches;
   for (const auto& b : branches_in) branches.push_back(in_layout(b));
   for (const auto& g : grads) {
@@ -171,32 +175,49 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
     const scalar_t* g_ptr = grad_out.const_data_ptr<scalar_t>();
     const bool beta075 = p.beta == 0.75;
     if (channels_last) {
-      const int64_t g_ps = *pixel_stride(grad_out);
+      const int64_t g_ps = *pixel_stride(grad_out), g_cs = grad_out.stride(1);
       std::vector<int64_t> a_ps, o_ps;  // pixel strides, looked up once
       for (size_t i = 0; i < branches.size(); ++i) {
         a_ps.push_back(*pixel_stride(branches[i]));
         o_ps.push_back(*pixel_stride(grads[i]));
       }
-      at::parallel_for(0, N * HW, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, offset)),
+      // A task is kBlock consecutive pixels of one image. A grad_out with strided channels
+      // (NCHW) is read per branch as kBlock contiguous values of each plane, transposed into
+      // `gathered` ([pixel][channel]) so each pixel's channels are contiguous again.
+      constexpr int64_t kBlock = 16;
+      const int64_t blocks = (HW + kBlock - 1) / kBlock;
+      at::parallel_for(0, N * blocks, std::max<int64_t>(1, 256 / std::max<int64_t>(1, offset)),
                        [&](int64_t begin, int64_t end) {
         std::vector<acc_t> buf(4 * (max_c + p.size));
+        std::vector<scalar_t> gathered(g_cs == 1 ? 0 : kBlock * max_c);
         for (int64_t task = begin; task < end; ++task) {
-          const int64_t n = task / HW, px = task % HW;
+          const int64_t n = task / blocks, px0 = (task % blocks) * kBlock;
+          const int64_t P = std::min(kBlock, HW - px0);
           for (size_t i = 0; i < branches.size(); ++i) {
             const at::Tensor& b = branches[i];
-            const scalar_t* a = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * a_ps[i];
-            const scalar_t* g = g_ptr + n * grad_out.stride(0) + px * g_ps + offsets[i];
-            scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) + px * o_ps[i];
-            auto run = [&](auto is075, auto size) {
-              backward_pixel<scalar_t, acc_t, decltype(is075)::value, decltype(size)::value>(
-                  a, bias.data() + offsets[i], g, o, b.size(1), p.size, consts, buf.data());
-            };
-            if (p.size == 5) {
-              beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 5>{})
-                      : run(std::false_type{}, std::integral_constant<int64_t, 5>{});
-            } else {
-              beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 0>{})
-                      : run(std::false_type{}, std::integral_constant<int64_t, 0>{});
+            const int64_t Cb = b.size(1);
+            const scalar_t* g0 = g_ptr + n * grad_out.stride(0) + px0 * g_ps + offsets[i] * g_cs;
+            if (g_cs != 1) {
+              for (int64_t c = 0; c < Cb; ++c) {
+                for (int64_t q = 0; q < P; ++q) gathered[q * Cb + c] = g0[c * g_cs + q * g_ps];
+              }
+            }
+            for (int64_t q = 0; q < P; ++q) {
+              const int64_t px = px0 + q;
+              const scalar_t* a = b.const_data_ptr<scalar_t>() + n * b.stride(0) + px * a_ps[i];
+              const scalar_t* g = g_cs != 1 ? gathered.data() + q * Cb : g0 + q * g_ps;
+              scalar_t* o = grads[i].data_ptr<scalar_t>() + n * grads[i].stride(0) + px * o_ps[i];
+              auto run = [&](auto is075, auto size) {
+                backward_pixel<scalar_t, acc_t, decltype(is075)::value, decltype(size)::value>(
+                    a, bias.data() + offsets[i], g, o, Cb, p.size, consts, buf.data());
+              };
+              if (p.size == 5) {
+                beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 5>{})
+                        : run(std::false_type{}, std::integral_constant<int64_t, 5>{});
+              } else {
+                beta075 ? run(std::true_type{}, std::integral_constant<int64_t, 0>{})
+                        : run(std::false_type{}, std::integral_constant<int64_t, 0>{});
+              }
             }
           }
         }

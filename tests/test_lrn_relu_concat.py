@@ -313,6 +313,18 @@ def test_backward_op_other_lrn_bias_and_grad_layouts(lrn, relu, layout):
         check_backward(op, grad_out, branches, lrn, relu, bias)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(1, 1), (5, 7), (14, 14)])
+def test_backward_op_channels_last_branches_nchw_grad(dtype, hw):
+    """The gradient of an NCHW module output reaches channels_last branches: read in place, a
+    block of pixels per task (14×14 = 196 pixels: a partial last block)."""
+    branches = make([(3, c, *hw) for c in (192, 17, 48, 5)], dtype, "channels_last")
+    nchw = make([(3, 262, *hw)], dtype, "nchw")[0]
+    wide = make([(3, 270, *hw)], dtype, "nchw")[0]
+    for grad_out in (nchw, wide[:, 3:265]):
+        check_backward(torch.ops.googlenet_fused.lrn_relu_concat_backward, grad_out, branches)
+
+
 def test_backward_op_errors_and_opcheck():
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
     op = torch.ops.googlenet_fused.lrn_relu_concat_backward
