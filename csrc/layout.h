@@ -2,6 +2,7 @@
 // lie in memory, and shapes for error messages.
 #pragma once
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 
 #include <optional>
@@ -49,6 +50,25 @@ inline bool is_channels_last_like(const at::Tensor& t) {
 inline at::MemoryFormat output_format(const at::Tensor& t) {
   const bool cl = t.size(1) > 1 && t.stride(1) == 1 && t.size(2) * t.size(3) > 1;
   return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// Whether a and b may touch the same bytes (an output against the inputs it must not overwrite).
+inline bool may_share_memory(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.has_storage() || !b.has_storage() || a.numel() == 0 || b.numel() == 0) return false;
+  const auto status = at::get_overlap_status(a, b);
+  if (status == at::MemOverlapStatus::No) return false;
+  if (status != at::MemOverlapStatus::TooHard) return true;
+  if (!a.storage().is_alias_of(b.storage())) return false;
+  // Strided tensors of one storage: compare the byte ranges they span.
+  auto span = [](const at::Tensor& t) {
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const int64_t item = t.element_size();
+    const int64_t start = t.storage_offset() * item;
+    return std::make_pair(start, start + (last + 1) * item);
+  };
+  const auto ra = span(a), rb = span(b);
+  return ra.first < rb.second && rb.first < ra.second;
 }
 
 }  // namespace googlenet_fused

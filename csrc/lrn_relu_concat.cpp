@@ -59,24 +59,6 @@ std::vector<int64_t> output_shape(const std::vector<at::Tensor>& branches) {
   return {f.size(0), channels, f.size(2), f.size(3)};
 }
 
-bool may_share_memory(const at::Tensor& a, const at::Tensor& b) {
-  if (!a.has_storage() || !b.has_storage() || a.numel() == 0 || b.numel() == 0) return false;
-  const auto status = at::get_overlap_status(a, b);
-  if (status == at::MemOverlapStatus::No) return false;
-  if (status != at::MemOverlapStatus::TooHard) return true;
-  if (!a.storage().is_alias_of(b.storage())) return false;
-  // Strided tensors of one storage: compare the byte ranges they span.
-  auto span = [](const at::Tensor& t) {
-    int64_t last = 0;
-    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
-    const int64_t item = t.element_size();
-    const int64_t start = t.storage_offset() * item;
-    return std::make_pair(start, start + (last + 1) * item);
-  };
-  const auto ra = span(a), rb = span(b);
-  return ra.first < rb.second && rb.first < ra.second;
-}
-
 void check_out(const std::vector<at::Tensor>& branches, const at::Tensor& out) {
   const auto expected = output_shape(branches);
   TORCH_CHECK(out.sizes() == at::IntArrayRef(expected), "lrn_relu_concat: out must have shape ",

@@ -246,14 +246,13 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
   });
 }
 
-std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, at::TensorList branches_list,
-                                      int64_t size, double alpha, double beta, double k,
-                                      bool relu, const std::optional<at::TensorList>& bias,
-                                      bool emulate_cuda) {
-  const std::vector<at::Tensor> branches = branches_list.vec();
-  const LrnParams p{size, alpha, beta, k, relu};
+// Validates the arguments; returns the biases as the kernels take them.
+std::vector<at::Tensor> check_backward_args(const at::Tensor& grad_out,
+                                            const std::vector<at::Tensor>& branches,
+                                            const LrnParams& p,
+                                            const std::optional<at::TensorList>& bias) {
   check_lrn_args(branches, p);
-  const std::vector<at::Tensor> biases = check_biases(branches, bias);
+  std::vector<at::Tensor> biases = check_biases(branches, bias);
   int64_t channels = 0;
   for (const auto& b : branches) channels += b.size(1);
   const at::Tensor& first = branches[0];
@@ -266,11 +265,22 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, at::TensorList
   TORCH_CHECK(grad_out.scalar_type() == first.scalar_type() && grad_out.device() == first.device(),
               "lrn_relu_concat_backward: grad_out is ", grad_out.scalar_type(), " on ",
               grad_out.device(), ", the branches ", first.scalar_type(), " on ", first.device());
-  std::vector<at::Tensor> grads;  // all in the first branch's layout, as the forward's output
+  return biases;
+}
+
+// New gradients, all in the first branch's layout (as the forward's output).
+std::vector<at::Tensor> new_grads(const std::vector<at::Tensor>& branches) {
+  std::vector<at::Tensor> grads;
   for (const auto& b : branches) {
-    grads.push_back(at::empty(b.sizes(), b.options(), output_format(first)));
+    grads.push_back(at::empty(b.sizes(), b.options(), output_format(branches[0])));
   }
-  if (grad_out.numel() == 0) return grads;
+  return grads;
+}
+
+void run_backward(const at::Tensor& grad_out, const std::vector<at::Tensor>& branches,
+                  const std::vector<at::Tensor>& biases, const std::vector<at::Tensor>& grads,
+                  const LrnParams& p, bool emulate_cuda) {
+  if (grad_out.numel() == 0) return;
   if (emulate_cuda) {
     lrn_relu_concat_backward_cuda_emulated(grad_out, branches, biases, grads, p);
   } else if (grad_out.is_cuda()) {
@@ -283,7 +293,64 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, at::TensorList
   } else {
     backward_cpu_kernel(grad_out, branches, biases, grads, p);
   }
+}
+
+std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, at::TensorList branches_list,
+                                      int64_t size, double alpha, double beta, double k,
+                                      bool relu, const std::optional<at::TensorList>& bias,
+                                      bool emulate_cuda) {
+  const std::vector<at::Tensor> branches = branches_list.vec();
+  const LrnParams p{size, alpha, beta, k, relu};
+  const std::vector<at::Tensor> biases = check_backward_args(grad_out, branches, p, bias);
+  std::vector<at::Tensor> grads = new_grads(branches);
+  run_backward(grad_out, branches, biases, grads, p, emulate_cuda);
   return grads;
+}
+
+// The CPU kernel writes all gradients in one layout, planar or channels-last-like; other
+// destinations get a computed copy.
+bool cpu_writes_in_place(const std::vector<at::Tensor>& grads) {
+  const bool planar = is_planar(grads[0]);
+  for (const auto& g : grads) {
+    if (planar ? !is_planar(g) : (is_planar(g) || !is_channels_last_like(g))) return false;
+  }
+  return true;
+}
+
+void lrn_relu_concat_backward_into(at::TensorList grads_list, const at::Tensor& grad_out,
+                                   at::TensorList branches_list, int64_t size, double alpha,
+                                   double beta, double k, bool relu,
+                                   std::optional<at::TensorList> bias) {
+  const std::vector<at::Tensor> branches = branches_list.vec();
+  const std::vector<at::Tensor> grads = grads_list.vec();
+  const LrnParams p{size, alpha, beta, k, relu};
+  const std::vector<at::Tensor> biases = check_backward_args(grad_out, branches, p, bias);
+  TORCH_CHECK(grads.size() == branches.size(), "lrn_relu_concat_backward_into: expected one "
+              "gradient per branch (", branches.size(), "), got ", grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(g.sizes() == branches[i].sizes() && g.scalar_type() == branches[i].scalar_type() &&
+                    g.device() == branches[i].device(),
+                "lrn_relu_concat_backward_into: gradient ", i, " is ", g.scalar_type(), " ",
+                shape_str(g), " on ", g.device(), ", its branch ", branches[i].scalar_type(), " ",
+                shape_str(branches[i]), " on ", branches[i].device());
+    TORCH_CHECK(at::has_internal_overlap(g) != at::MemOverlap::Yes,
+                "lrn_relu_concat_backward_into: gradient ", i, " of shape ", shape_str(g),
+                " has elements that share memory (e.g. an expanded tensor)");
+    TORCH_CHECK(!may_share_memory(g, grad_out), "lrn_relu_concat_backward_into: gradient ", i,
+                " overlaps grad_out");
+    for (size_t j = 0; j < branches.size(); ++j) {
+      TORCH_CHECK(!may_share_memory(g, branches[j]), "lrn_relu_concat_backward_into: gradient ",
+                  i, " overlaps branch ", j);
+    }
+  }
+  if (grad_out.is_cuda() || cpu_writes_in_place(grads)) {
+    run_backward(grad_out, branches, biases, grads, p, false);
+    return;
+  }
+  const std::vector<at::Tensor> dense = new_grads(branches);
+  run_backward(grad_out, branches, biases, dense, p, false);
+  for (size_t i = 0; i < grads.size(); ++i) grads[i].copy_(dense[i]);
 }
 
 std::vector<at::Tensor> lrn_relu_concat_backward(const at::Tensor& grad_out,
@@ -309,12 +376,17 @@ TORCH_LIBRARY_FRAGMENT(googlenet_fused, m) {
   // The gradient of lrn_relu_concat w.r.t. each branch (and so each bias: its sum over N, H, W).
   m.def("lrn_relu_concat_backward(Tensor grad_out, Tensor[] branches, int size, float alpha, "
         "float beta, float k, bool relu, Tensor[]? bias=None) -> Tensor[]");
+  // Writes each branch's gradient into `grads` (any strides, e.g. channel slices of one tensor
+  // that a merged convolution's backward reads; they must not overlap one another).
+  m.def("lrn_relu_concat_backward_into(Tensor(a!)[] grads, Tensor grad_out, Tensor[] branches, "
+        "int size, float alpha, float beta, float k, bool relu, Tensor[]? bias=None) -> ()");
   m.def("_lrn_relu_concat_backward_cuda_emulated(Tensor grad_out, Tensor[] branches, int size, "
         "float alpha, float beta, float k, bool relu, Tensor[]? bias=None) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
   m.impl("lrn_relu_concat_backward", &googlenet_fused::lrn_relu_concat_backward);
+  m.impl("lrn_relu_concat_backward_into", &googlenet_fused::lrn_relu_concat_backward_into);
   m.impl("_lrn_relu_concat_backward_cuda_emulated",
          &googlenet_fused::lrn_relu_concat_backward_cuda_emulated_op);
 }
@@ -322,5 +394,6 @@ TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(googlenet_fused, CUDA, m) {
   m.impl("lrn_relu_concat_backward", &googlenet_fused::lrn_relu_concat_backward);
+  m.impl("lrn_relu_concat_backward_into", &googlenet_fused::lrn_relu_concat_backward_into);
 }
 #endif

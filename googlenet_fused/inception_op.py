@@ -193,22 +193,25 @@ def _backward(ctx, grad, *_):
     # backward adds it back.
     fold = ctx.folds_bias
     b1, b3r, b5r = b_red.split([c1, c3r, c5r])
-    lrn_backward = torch.ops.googlenet_fused.lrn_relu_concat_backward
 
     def bias(*b):
         return list(b) if fold else None
 
     u1, u3r, u5r = u_red.split([c1, c3r, c5r], 1)
-    gu1, gu3, gu5, gup = lrn_backward(grad, [u1, u3, u5, u_pool], *LRN, True,
-                                      bias(b1, b3, b5, bp))
+    # The merged 1×1s' pre-activation gradient, one GEMM per gradient: its three slices are
+    # written in place by the LRN backward calls (no concatenation).
+    gz = torch.empty_like(u_red)
+    gu1, gu3r, gu5r = gz.split([c1, c3r, c5r], 1)
+    gu3, gu5, gup = torch.empty_like(u3), torch.empty_like(u5), torch.empty_like(u_pool)
+    lrn_into = torch.ops.googlenet_fused.lrn_relu_concat_backward_into
+    lrn_into([gu1, gu3, gu5, gup], grad, [u1, u3, u5, u_pool], *LRN, True, bias(b1, b3, b5, bp))
     reduction_needed = need[0] or need[1] or need[2]
     gred3, gw3, gb3 = _conv_backward(gu3, red3, w3, (reduction_needed, need[3], need[4]), 1)
     gred5, gw5, gb5 = _conv_backward(gu5, red5, w5, (reduction_needed, need[5], need[6]), 2)
     gx = gw_red = gb_red = None
     if reduction_needed:
-        (gu3r,) = lrn_backward(gred3, [u3r], *LRN, True, bias(b3r))
-        (gu5r,) = lrn_backward(gred5, [u5r], *LRN, True, bias(b5r))
-        gz = torch.cat([gu1, gu3r, gu5r], 1)  # the merged 1×1s: one GEMM per gradient
+        lrn_into([gu3r], gred3, [u3r], *LRN, True, bias(b3r))
+        lrn_into([gu5r], gred5, [u5r], *LRN, True, bias(b5r))
         gx, gw_red, gb_red = _conv_backward(gz, x, w_red, need[:3])
     if pooled.numel() == 0 and (need[0] or need[7]):
         pooled = ops.max_pool3x3(x)  # Triton pooled in registers

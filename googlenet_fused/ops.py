@@ -131,6 +131,11 @@ if EXTENSION_ERROR is None:
         layout = _output_layout(branches[0])
         return [b.new_empty(b.shape).contiguous(memory_format=layout) for b in branches]
 
+    @torch.library.register_fake("googlenet_fused::lrn_relu_concat_backward_into")
+    def _lrn_relu_concat_backward_into_fake(grads, grad_out, branches, size, alpha, beta, k,
+                                            relu, bias=None):
+        return None
+
     def _setup_context(ctx, inputs, output):
         # Arguments left at their defaults may be absent from `inputs`. Only the branches (and
         # biases) are saved: the backward op recomputes the window sums and the output's sign.

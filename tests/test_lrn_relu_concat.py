@@ -325,6 +325,48 @@ def test_backward_op_channels_last_branches_nchw_grad(dtype, hw):
         check_backward(torch.ops.googlenet_fused.lrn_relu_concat_backward, grad_out, branches)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_backward_into_writes_each_gradient_in_place(dtype, layout):
+    """lrn_relu_concat_backward_into: the gradients land in the given tensors (here channel
+    slices of one tensor, as the merged 1×1s' backward reads them, or in the other layout),
+    equal to lrn_relu_concat_backward's; what lies around them is untouched."""
+    branches = make([(2, c, 5, 7) for c in (9, 4, 17)], dtype, layout)
+    grad_out = make([(2, 30, 5, 7)], dtype, layout)[0]
+    bias = [torch.randn(b.shape[1], dtype=dtype) for b in branches]
+    expected = torch.ops.googlenet_fused.lrn_relu_concat_backward(grad_out, branches, *LRN, True,
+                                                                  bias)
+    into = torch.ops.googlenet_fused.lrn_relu_concat_backward_into
+    other = "nchw" if layout == "channels_last" else "channels_last"
+    for dest in (layout, other):
+        whole = make([(2, 34, 5, 7)], dtype, dest)[0]
+        before = whole.clone()
+        grads = list(whole[:, 2:32].split([9, 4, 17], 1))
+        into(grads, grad_out, branches, *LRN, True, bias)
+        for g, e in zip(grads, expected):
+            assert torch.equal(g, e)
+        assert torch.equal(whole[:, :2], before[:, :2]) and torch.equal(whole[:, 32:],
+                                                                      before[:, 32:])
+
+
+def test_backward_into_errors_and_opcheck():
+    a, b, g = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4), torch.randn(2, 8, 4, 4)
+    into = torch.ops.googlenet_fused.lrn_relu_concat_backward_into
+    with pytest.raises(RuntimeError, match=r"one gradient per branch \(2\), got 1"):
+        into([torch.empty(2, 3, 4, 4)], g, [a, b], *LRN, True)
+    with pytest.raises(RuntimeError, match=r"gradient 1 is Float \[2, 4, 4, 4\].*\[2, 5, 4, 4\]"):
+        into([torch.empty(2, 3, 4, 4), torch.empty(2, 4, 4, 4)], g, [a, b], *LRN, True)
+    with pytest.raises(RuntimeError, match="gradient 0 overlaps branch 0"):
+        into([a, torch.empty(2, 5, 4, 4)], g, [a, b], *LRN, True)
+    with pytest.raises(RuntimeError, match="gradient 1 overlaps grad_out"):
+        into([torch.empty(2, 3, 4, 4), g[:, 3:]], g, [a, b], *LRN, True)
+    with pytest.raises(RuntimeError, match="share memory"):
+        into([torch.empty(2, 3, 4, 1).expand(2, 3, 4, 4), torch.empty(2, 5, 4, 4)], g, [a, b],
+             *LRN, True)
+    torch.library.opcheck(into, ([torch.empty(2, 3, 4, 4), torch.empty(2, 5, 4, 4)], g, [a, b],
+                                 *LRN, True, [torch.randn(3), torch.randn(5)]))
+
+
 def test_backward_op_errors_and_opcheck():
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4)
     op = torch.ops.googlenet_fused.lrn_relu_concat_backward
