@@ -68,13 +68,13 @@ def _conv_flops(pixels, cin, cout, k):
 def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True):
     """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
     launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
-    ``groups`` are the branches it stacks (tiling.plan); each tap's K is padded to the launch's
-    K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU only (no halo columns,
-    no window product), as the launcher plans it (window 1)."""
+    ``groups`` are the branches it stacks (tiling.plan); the taps' channels, flattened, are
+    padded to the launch's K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU
+    only (no halo columns, no window product), as the launcher plans it (window 1)."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
     size = LRN_SIZE if lrn else 1
-    step = tiling.k_step(cin)
-    k_total = ks * ks * math.ceil(cin / step) * step
+    step = tiling.k_step(ks * ks * cin)
+    k_total = math.ceil(ks * ks * cin / step) * step
     best = None
     for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, size, rows, ITEM[dtype], step):
         columns = len(tiling.plan(groups, size, bn)) * bn

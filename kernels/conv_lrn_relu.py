@@ -7,11 +7,11 @@ Three launchers share the kernel:
 - ``pool_projection``: the 3×3 / stride 1 / pad 1 max pool computed while loading the GEMM's
   operand (no pooled tensor in memory), then the pool projection, stored into the output slice.
 - ``conv_lrn_relu``: a KS×KS "same" convolution (the 3×3 and 5×5 branches) as an implicit GEMM
-  whose K loop walks (tap, channel block): the LRN + ReLU epilogue stores the branch into its
-  slice, so no pre-activation goes through memory.
+  whose K loop walks the taps' channels flattened (a step may span taps): the LRN + ReLU
+  epilogue stores the branch into its slice, so no pre-activation goes through memory.
 
 The GEMM: rows are the N·H·W pixels of the batch, each a contiguous vector of channels
-(channels_last), columns the output channels, K the input channels (per tap). Column tiles
+(channels_last), columns the output channels, K the taps × input channels. Column tiles
 follow the branch boundaries (kernels/tiling.py): LRN needs each channel's in-branch window, so
 a tile stores only the channels whose window it holds, and the launcher passes the plan as a
 small table. The window sums are one more tensor-core dot, (u²) @ band, with band[j, i] = 1
@@ -158,27 +158,27 @@ def _conv_lrn_relu_kernel(
         bias = tl.load(bp_ptr + c - POOL_FROM, mask=c_mask, other=0.0).to(tl.float32)
     else:
         w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C, KS, KS, K]
-        k_steps = tl.cdiv(K, BLOCK_K)
-        # One loop over (tap, channel block) so the software pipeline runs across taps.
-        for step in range(0, KS * KS * k_steps):
-            if KS == 1:
-                tap = 0
-                k0 = step * BLOCK_K
-            else:
-                tap = step // k_steps
-                k0 = (step - tap * k_steps) * BLOCK_K
+        # One loop over (tap, channel) flattened, as the weights lie: a K step may span taps
+        # (a 5×5 over 16 channels is 13 steps of 32, not 25 half-empty ones) and the software
+        # pipeline runs across taps. With KS > 1, K % 16 == 0 (the launcher pads): every aligned
+        # run of 16 flattened channels lies in one tap, so the loads stay 16-byte vectors.
+        for k0 in range(0, KS * KS * K, BLOCK_K):
             kk = k0 + tl.arange(0, BLOCK_K)
-            k_mask = kk < K
+            k_mask = kk < KS * KS * K
             if KS == 1:
                 a = tl.load(x_rows[:, None] + kk[None, :],
                             mask=m_mask[:, None] & k_mask[None, :], other=0.0)
             else:  # the pixel (dh, dw) away, zero outside the image ("same" padding)
+                tap = kk // K
                 dh = tap // KS - KS // 2
                 dw = tap % KS - KS // 2
-                inside = m_mask & (h + dh >= 0) & (h + dh < H) & (w + dw >= 0) & (w + dw < W)
-                a = tl.load(x_rows[:, None] + (dh * W + dw) * sxm + kk[None, :],
-                            mask=inside[:, None] & k_mask[None, :], other=0.0)
-            b = tl.load(w_cols[None, :] + tap * K + kk[:, None],
+                hh = h[:, None] + dh[None, :]
+                ww = w[:, None] + dw[None, :]
+                inside = (m_mask[:, None] & k_mask[None, :] & (hh >= 0) & (hh < H) & (ww >= 0)
+                          & (ww < W))
+                a = tl.load(x_rows[:, None] + ((dh * W + dw) * sxm + kk % K)[None, :],
+                            mask=inside, other=0.0)
+            b = tl.load(w_cols[None, :] + kk[:, None],
                         mask=(c_mask & (c < POOL_FROM))[None, :] & k_mask[:, None], other=0.0)
             if UPCAST:
                 a = a.to(tl.float32)
@@ -336,7 +336,7 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
                       POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
                       SAVE_U=save, POOL_K=tiling.POOL_K[x.element_size()],
-                      BLOCK_K=tiling.k_step(K), GROUP=GROUP_M)
+                      BLOCK_K=tiling.k_step(ks * ks * K), GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 

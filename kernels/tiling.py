@@ -40,10 +40,10 @@ POOL_K = {2: 32, 4: 16}  # K step of pool tiles by operand bytes
 
 
 def k_step(k: int) -> int:
-    """The K step of a launch over ``k`` input channels per tap: of 64 and 32, the one of
-    least padding per tap (ties: 64). A 16-wide step would waste less on few channels per tap
-    (a 5×5 over 16 channels pads each tap to 32), but no config moves its operand tiles in
-    16-byte copies at that width."""
+    """The K step of a launch whose GEMM has ``k`` = KS·KS·Cin terms per output (the taps'
+    channels flattened: a step may span taps): of 64 and 32, the one of least padding (ties:
+    64). A 16-wide step would waste less, but no config moves its operand tiles in 16-byte
+    copies at that width."""
     return min((64, 32), key=lambda step: (-(-k // step) * step, -step))
 
 
