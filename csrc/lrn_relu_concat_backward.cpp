@@ -317,10 +317,10 @@ bool cpu_writes_in_place(const std::vector<at::Tensor>& grads) {
   return true;
 }
 
-void lrn_relu_concat_backward_into(at::TensorList grads_list, const at::Tensor& grad_out,
-                                   at::TensorList branches_list, int64_t size, double alpha,
-                                   double beta, double k, bool relu,
-                                   std::optional<at::TensorList> bias) {
+void backward_into_impl(at::TensorList grads_list, const at::Tensor& grad_out,
+                        at::TensorList branches_list, int64_t size, double alpha, double beta,
+                        double k, bool relu, const std::optional<at::TensorList>& bias,
+                        bool emulate_cuda) {
   const std::vector<at::Tensor> branches = branches_list.vec();
   const std::vector<at::Tensor> grads = grads_list.vec();
   const LrnParams p{size, alpha, beta, k, relu};
@@ -344,13 +344,20 @@ void lrn_relu_concat_backward_into(at::TensorList grads_list, const at::Tensor& 
                   i, " overlaps branch ", j);
     }
   }
-  if (grad_out.is_cuda() || cpu_writes_in_place(grads)) {
-    run_backward(grad_out, branches, biases, grads, p, false);
+  if (emulate_cuda || grad_out.is_cuda() || cpu_writes_in_place(grads)) {
+    run_backward(grad_out, branches, biases, grads, p, emulate_cuda);
     return;
   }
   const std::vector<at::Tensor> dense = new_grads(branches);
   run_backward(grad_out, branches, biases, dense, p, false);
   for (size_t i = 0; i < grads.size(); ++i) grads[i].copy_(dense[i]);
+}
+
+void lrn_relu_concat_backward_into(at::TensorList grads, const at::Tensor& grad_out,
+                                   at::TensorList branches, int64_t size, double alpha,
+                                   double beta, double k, bool relu,
+                                   std::optional<at::TensorList> bias) {
+  backward_into_impl(grads, grad_out, branches, size, alpha, beta, k, relu, bias, false);
 }
 
 std::vector<at::Tensor> lrn_relu_concat_backward(const at::Tensor& grad_out,
@@ -369,6 +376,16 @@ std::vector<at::Tensor> lrn_relu_concat_backward_cuda_emulated_op(
   return backward_impl(grad_out, branches, size, alpha, beta, k, relu, bias, true);
 }
 
+// Test-only: the CUDA launch emulated on CPU tensors, writing into the given gradients.
+void lrn_relu_concat_backward_cuda_emulated_into(at::TensorList grads, const at::Tensor& grad_out,
+                                                 at::TensorList branches, int64_t size,
+                                                 double alpha, double beta, double k, bool relu,
+                                                 std::optional<at::TensorList> bias) {
+  TORCH_CHECK(grad_out.is_cpu(), "_lrn_relu_concat_backward_cuda_emulated_into: emulation runs "
+                                 "on CPU tensors");
+  backward_into_impl(grads, grad_out, branches, size, alpha, beta, k, relu, bias, true);
+}
+
 }  // namespace
 }  // namespace googlenet_fused
 
@@ -382,6 +399,9 @@ TORCH_LIBRARY_FRAGMENT(googlenet_fused, m) {
         "int size, float alpha, float beta, float k, bool relu, Tensor[]? bias=None) -> ()");
   m.def("_lrn_relu_concat_backward_cuda_emulated(Tensor grad_out, Tensor[] branches, int size, "
         "float alpha, float beta, float k, bool relu, Tensor[]? bias=None) -> Tensor[]");
+  m.def("_lrn_relu_concat_backward_cuda_emulated_into(Tensor(a!)[] grads, Tensor grad_out, "
+        "Tensor[] branches, int size, float alpha, float beta, float k, bool relu, "
+        "Tensor[]? bias=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
@@ -389,6 +409,8 @@ TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
   m.impl("lrn_relu_concat_backward_into", &googlenet_fused::lrn_relu_concat_backward_into);
   m.impl("_lrn_relu_concat_backward_cuda_emulated",
          &googlenet_fused::lrn_relu_concat_backward_cuda_emulated_op);
+  m.impl("_lrn_relu_concat_backward_cuda_emulated_into",
+         &googlenet_fused::lrn_relu_concat_backward_cuda_emulated_into);
 }
 
 #ifdef WITH_CUDA

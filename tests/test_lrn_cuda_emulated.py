@@ -145,3 +145,28 @@ def test_emulated_backward_other_lrn_bias_and_grad_layouts(lrn, relu, layout):
     wide = torch.randn(2, 20, 4, 3, dtype=torch.float64)
     for grad_out in (wide[:, 4:16], torch.ones((), dtype=torch.float64).expand(2, 12, 4, 3)):
         check_backward(BACKWARD, grad_out, branches, lrn, relu, bias)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("first", [0, 8, 3], ids=["aligned", "aligned-offset", "misaligned"])
+def test_emulated_backward_into_channel_slices(dtype, layout, first):
+    """The inception backward's use: the gradients are channel slices of one tensor (the
+    merged 1×1s' pre-activation gradient), vector stores only where a slice stays aligned;
+    the channels around them are untouched."""
+    into = torch.ops.googlenet_fused._lrn_relu_concat_backward_cuda_emulated_into
+    channels = (192, 96, 16)
+    branches = make([(2, c, 3, 5) for c in channels], dtype, layout)
+    grad_out = make([(2, sum(channels), 3, 5)], dtype, layout)[0]
+    whole = make([(2, first + sum(channels) + 5, 3, 5)], dtype, layout)[0]
+    before = whole.clone()
+    end = first + sum(channels)
+
+    def op(grad_out, branches, *args):
+        grads = list(whole[:, first:end].split(channels, 1))
+        into(grads, grad_out, branches, *args)
+        return grads
+
+    check_backward(op, grad_out, branches)
+    assert torch.equal(whole[:, :first], before[:, :first])
+    assert torch.equal(whole[:, end:], before[:, end:])
