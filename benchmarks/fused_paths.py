@@ -4,7 +4,8 @@
 
 Runs, on small shapes with odd channel counts: each extension op (lrn_relu_concat with its
 backward, lrn_relu_concat_into on a channel slice, max_pool3x3 where the device has it), each
-Triton kernel through the triton backend, and FusedInception (triton and native backends) and
+Triton kernel through the triton backend, and FusedInception (triton and native backends; their
+backward writes lrn_relu_concat_backward_into's gradients into channel slices) and
 FusedGoogLeNet forward + backward, in fp32, fp16 and bf16, NCHW and channels_last. It checks
 the values against the reference loosely (memcheck's subject is memory, the tests' is numerics)
 and exits non-zero on any failure, so a sanitizer run reports both.
