@@ -12,10 +12,12 @@
 # leaves the machine's start and the transfers inside a 10-minute command). Per step, the cap
 # (the step is killed there) and what it should take on the H200, estimated from this machine:
 #   step                         cap   estimate
-#   1 environment, GPU probe      30     5   imports
+#   1 environment, GPU probe      30     5   imports, HBM and L2 copy bandwidth
 #   2 build the extension        150    40   nvcc for sm_90 + the CPU sources; 50 s on 2 cores here
-#   3 GPU tests                  180    90   ~290 tests; most time is Triton compiling each
-#                                            config once per dtype / specialization, ~1 s each
+#   3 GPU tests                  180   120   ~290 tests; most time is Triton compiling each
+#                                            config the autotuner keeps (the least-waste BLOCK_N
+#                                            and every wider one) once per dtype / specialization,
+#                                            ~1 s each
 #   4 memcheck (beside step 3)   150    60   benchmarks/fused_paths.py under compute-sanitizer:
 #                                            ~40 small forward + backward runs, no caching allocator
 #   5 benchmarks             the rest        groups in the order below, each started only when
@@ -77,6 +79,20 @@ except ImportError as exc:
     print("triton missing:", exc)
 import numpy; print("numpy", numpy.__version__)
 print("gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+if torch.cuda.is_available():  # the bandwidths benchmarks/roofline.py assumes (read + write)
+    def copy_rate(nbytes, reps):
+        a = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
+        b = torch.empty_like(a)
+        b.copy_(a)
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        for _ in range(reps):
+            b.copy_(a)
+        end.record()
+        torch.cuda.synchronize()
+        return nbytes * reps / (start.elapsed_time(end) / 1e3) / 1e12
+    print(f"copy bandwidth: HBM {copy_rate(2 << 30, 20):.2f} TB/s (2 GiB), "
+          f"L2 {copy_rate(24 << 20, 2000):.2f} TB/s (24 MiB: roofline.py L2_BYTES_PER_S_ASSUMED)")
 PY
 [ "${PIPESTATUS[0]}" = 0 ] || die "no usable Python (see $out/environment.txt)"
 if [ "$dry" != "1" ] && ! "$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

@@ -38,6 +38,10 @@ from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224  # noqa:
 PEAK_FLOPS = {"bf16": 790e12, "fp16": 790e12, "fp32": 395e12}
 HBM_BYTES_PER_S = 4.3e12
 L2_BYTES = 60e6
+# L2 -> shared memory bandwidth: NOT measured on this project's H200 (public microbenchmarks of
+# the H100 range from ~5.5 to ~12 TB/s); the report's sensitivity line uses it, the estimates do
+# not. benchmarks/gpu_check.sh prints a measurement (environment.txt) to put here.
+L2_BYTES_PER_S_ASSUMED = 10e12
 LAUNCH_S = 2e-6  # launch + tail of one kernel in a stream of kernels (an estimate)
 ITEM = {"bf16": 2, "fp16": 2, "fp32": 4}
 LRN_SIZE = 5
@@ -55,22 +59,26 @@ class Kernel:
     bytes: float
     launches: int = 1
     bf16_flops: float = 0.0  # FLOPs on bf16 operands whatever the dtype (the window product)
+    l2_bytes: float = 0.0    # operand tiles moved from L2 into shared memory (GEMMs)
 
-    def seconds(self, dtype: str) -> float:
+    def seconds(self, dtype: str, l2_bytes_per_s: float | None = None) -> float:
+        """The estimate; with ``l2_bytes_per_s``, the L2 operand traffic is a ceiling too."""
         compute = self.flops / PEAK_FLOPS[dtype] + self.bf16_flops / PEAK_FLOPS["bf16"]
-        return max(compute, self.bytes / HBM_BYTES_PER_S) + self.launches * LAUNCH_S
+        l2 = self.l2_bytes / l2_bytes_per_s if l2_bytes_per_s else 0.0
+        return max(compute, self.bytes / HBM_BYTES_PER_S, l2) + self.launches * LAUNCH_S
 
 
 def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True):
+def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per_s=None):
     """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
     launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
     ``groups`` are the branches it stacks (tiling.plan); the taps' channels, flattened, are
     padded to the launch's K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU
-    only (no halo columns, no window product), as the launcher plans it (window 1)."""
+    only (no halo columns, no window product), as the launcher plans it (window 1). With
+    ``l2_bytes_per_s`` the config is chosen with the L2 operand traffic as a ceiling too."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
     size = LRN_SIZE if lrn else 1
     step = tiling.k_step(ks * ks * cin)
@@ -80,22 +88,29 @@ def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True):
         columns = len(tiling.plan(groups, size, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
         window = WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns if lrn else 0.0
+        # Every tile loads its BLOCK_M rows and BLOCK_N weight columns at each K step (a pool
+        # tile's nine shifted row loads are counted once: neighbouring pixels share them in L1).
+        tiles = padded_rows // bm * (columns // bn)
         k = Kernel(name, flops=2.0 * padded_rows * k_total * columns, bf16_flops=window,
-                   bytes=(rows * cin + ks * ks * cin * cout + rows * cout) * item)
-        if best is None or k.seconds(dtype) < best.seconds(dtype):
+                   bytes=(rows * cin + ks * ks * cin * cout + rows * cout) * item,
+                   l2_bytes=tiles * (bm + bn) * k_total * item)
+        if best is None or (k.seconds(dtype, l2_bytes_per_s)
+                            < best.seconds(dtype, l2_bytes_per_s)):
             best = k
     return best
 
 
-def fused_module(cfg, n, s, dtype):
+def fused_module(cfg, n, s, dtype, l2_bytes_per_s=None):
     cin, c1, c3r, c3, c5r, c5, cp = cfg
     item = ITEM[dtype]
     k5 = -(-c5r // 16) * 16  # the launcher pads a conv's input channels to 16 (4b's 5×5)
     ones = ((c1, c3r, c5r), (cp,))   # the pool projection's tiles apart: another operand
+    l2 = dict(l2_bytes_per_s=l2_bytes_per_s)
     return [
-        triton_gemm("1×1 GEMM (reductions + pool projection)", n, s, 1, cin, ones, item, dtype),
-        triton_gemm("3×3 GEMM", n, s, 3, c3r, ((c3,),), item, dtype),
-        triton_gemm("5×5 GEMM", n, s, 5, k5, ((c5,),), item, dtype),
+        triton_gemm("1×1 GEMM (reductions + pool projection)", n, s, 1, cin, ones, item, dtype,
+                    **l2),
+        triton_gemm("3×3 GEMM", n, s, 3, c3r, ((c3,),), item, dtype, **l2),
+        triton_gemm("5×5 GEMM", n, s, 5, k5, ((c5,),), item, dtype, **l2),
     ]
 
 
@@ -285,6 +300,28 @@ def kernel_table(n, dtype):
     return lines
 
 
+def l2_sensitivity(n, dtype, totals):
+    """What the estimates leave out: the GEMMs' operand traffic from L2 into shared memory, at
+    an assumed bandwidth. Small tiles (this design's, held to BLOCK_N <= 128 by the LRN band in
+    registers) move (BLOCK_M + BLOCK_N) · K bytes per 2 · BLOCK_M · BLOCK_N · K FLOPs."""
+    bw = L2_BYTES_PER_S_ASSUMED
+    picked = [k for name, cfg in INCEPTION_CONFIGS.items()
+              for k in fused_module(cfg, n, SPATIAL_AT_224[name], dtype)]
+    retuned = [k for name, cfg in INCEPTION_CONFIGS.items()
+               for k in fused_module(cfg, n, SPATIAL_AT_224[name], dtype, bw)]
+    l2 = sum(k.l2_bytes for k in picked)
+    bound = sum(k.seconds(dtype, bw) for k in picked)
+    best = sum(k.seconds(dtype, bw) for k in retuned)
+    return [f"Not in the estimates: the nine modules' GEMMs, at the configs above, move "
+            f"{l2 / 1e9:.1f} GB of operand tiles from L2 into shared memory at batch {n} "
+            f"({dtype}). At {bw / 1e12:.0f} TB/s (assumed, not measured on this H200) that takes "
+            f"{1e6 * l2 / bw:.0f} µs against {1e6 * sum(k.seconds(dtype) for k in picked):.0f} "
+            f"µs estimated: bound by it, the nine modules would take {1e6 * bound:.0f} µs "
+            f"(fused/ideal {bound / totals['ideal']:.2f}), or {1e6 * best:.0f} µs "
+            f"({best / totals['ideal']:.2f}) at the wider configs the autotuner also keeps; an "
+            f"ideal kernel's larger tiles would stay compute-bound."]
+
+
 def report(batches=(32, 256), dtype="bf16") -> str:
     lines = ["# Roofline model (benchmarks/roofline.py)", "",
              f"Ceilings: {PEAK_FLOPS[dtype] / 1e12:.0f} TFLOP/s {dtype}, "
@@ -307,6 +344,7 @@ def report(batches=(32, 256), dtype="bf16") -> str:
               f"K steps): 1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all GEMMs "
               f"{100 * (gemm[1] / exact[1] - 1):.1f} %; the window product adds "
               f"{100 * window / exact[1]:.1f} % (bf16).", ""]
+    lines += l2_sensitivity(n, dtype, totals[n]) + [""]
     lines.append(f"nine modules, batch {n}, {dtype}: fused/ideal = "
                  f"{totals[n]['fused'] / totals[n]['ideal']:.2f}")
     return "\n".join(lines) + "\n"

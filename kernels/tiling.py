@@ -111,13 +111,17 @@ def waste(groups, size: int, block_n: int) -> float:
 
 def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 64,
           pool_and_training: bool = False):
-    """The configs worth timing for one GEMM: the BLOCK_N of least column waste (ties kept; the
-    GEMMs here are compute-bound at large batch, so wasted columns are wasted time), and BLOCK_M
-    no taller than the rows need (a batch-1 7×7 has 49)."""
+    """The configs worth timing for one GEMM: the BLOCK_N of least column waste and every wider
+    one, and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49). A wider tile computes
+    more wasted columns but moves fewer operand bytes from L2 per FLOP ((BLOCK_M + BLOCK_N) · K
+    bytes per 2 · BLOCK_M · BLOCK_N · K FLOPs), and with tiles this small that traffic, not the
+    tensor cores, may bound the GEMM (benchmarks/roofline.py's L2 line): the autotuner measures
+    which wins. A narrower tile than the least-waste one loses on both counts."""
     configs = [cfg for cfg in configs
                if usable(cfg, itemsize, step, pool_and_training)] or configs
     by_n = {cfg[1]: waste(groups, size, cfg[1]) for cfg in configs}
     best = min(by_n.values())
-    kept = [cfg for cfg in configs if by_n[cfg[1]] <= best * (1 + 1e-9)]
+    narrowest = min(bn for bn, w in by_n.items() if w <= best * (1 + 1e-9))
+    kept = [cfg for cfg in configs if cfg[1] >= narrowest]
     short = [cfg for cfg in kept if cfg[0] <= max(64, 2 ** math.ceil(math.log2(max(rows, 1))))]
     return short or kept

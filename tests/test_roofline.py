@@ -27,6 +27,10 @@ def test_fused_gemm_waste_by_hand():
     assert k.flops == 2.0 * 64 * 832 * 6 * 128
     assert k.bf16_flops == 1 * 2.0 * 64 * 128 * 6 * 128   # one bf16 term of u² @ band
     assert k.bytes == 2 * (49 * 832 + 752 * 832 + 49 * 752)  # x once, weights, the outputs
+    # from L2 into shared memory: each of the 6 tiles loads its 64 rows and 128 weight columns
+    # at every K step (832 = 13 steps of 64)
+    assert k.l2_bytes == 6 * (64 + 128) * 832 * 2
+    assert k.seconds("bf16", 1e12) == pytest.approx(k.l2_bytes / 1e12 + 2e-6)
 
 
 def test_x_read_once_per_launch():
