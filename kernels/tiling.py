@@ -18,7 +18,9 @@ import math
 # follows K (k_step). 3-4 stages of cp.async hide HBM latency behind the wgmma of the previous
 # steps; narrow N where rounding the branches up to a wide tile would waste. BLOCK_N stops at
 # 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256 (and at
-# 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and 3.8);
+# 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and 3.8), and
+# so did 128×128 (triton 3.8: 35 of its 48 variants at 8 warps, all 48 at 16 warps, whose 512
+# threads get 128 registers each), though its operand reuse is what L2 bandwidth may want;
 # 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). A pool tile's
 # loop runs at a K step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in
 # the same shared memory. tests/test_codegen.py compiles each config in every dtype and checks
