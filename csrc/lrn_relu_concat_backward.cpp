@@ -138,6 +138,16 @@ void backward_block(const scalar_t* a, int64_t a_c, const acc_t* bias, const sca
   }
 }
 
+// The CPU kernel writes all gradients in one layout, planar or channels-last-like; other
+// destinations get a computed copy (lrn_relu_concat_backward_into).
+bool cpu_writes_in_place(const std::vector<at::Tensor>& grads) {
+  const bool planar = is_planar(grads[0]);
+  for (const auto& g : grads) {
+    if (!(planar ? is_planar(g) : is_channels_last_like(g))) return false;
+  }
+  return true;
+}
+
 void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Tensor>& branches_in,
                          const std::vector<at::Tensor>& biases,
                          const std::vector<at::Tensor>& grads, const LrnParams& p) {
@@ -156,9 +166,7 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
   const at::Tensor grad_out = gather_grad ? grad_out_in : in_layout(grad_out_in);
   std::vector<at::Tensor> branches;
   for (const auto& b : branches_in) branches.push_back(in_layout(b));
-  for (const auto& g : grads) {
-    TORCH_INTERNAL_ASSERT(channels_last ? is_channels_last_like(g) : is_planar(g));
-  }
+  TORCH_INTERNAL_ASSERT(cpu_writes_in_place(grads));
   const int64_t N = grad_out.size(0), HW = grad_out.size(2) * grad_out.size(3);
   int64_t max_c = 1;
   for (const auto& b : branches) max_c = std::max(max_c, b.size(1));
@@ -305,16 +313,6 @@ std::vector<at::Tensor> backward_impl(const at::Tensor& grad_out, at::TensorList
   std::vector<at::Tensor> grads = new_grads(branches);
   run_backward(grad_out, branches, biases, grads, p, emulate_cuda);
   return grads;
-}
-
-// The CPU kernel writes all gradients in one layout, planar or channels-last-like; other
-// destinations get a computed copy.
-bool cpu_writes_in_place(const std::vector<at::Tensor>& grads) {
-  const bool planar = is_planar(grads[0]);
-  for (const auto& g : grads) {
-    if (planar ? !is_planar(g) : (is_planar(g) || !is_channels_last_like(g))) return false;
-  }
-  return true;
 }
 
 void backward_into_impl(at::TensorList grads_list, const at::Tensor& grad_out,

@@ -349,6 +349,17 @@ def test_backward_into_writes_each_gradient_in_place(dtype, layout):
                                                                       before[:, 32:])
 
 
+def test_backward_one_channel_branch_among_channels_last_ones():
+    """A 1-channel branch's channels_last gradient is also planar: still one layout for the
+    kernel, written in place by both ops."""
+    branches = make([(2, c, 3, 4) for c in (5, 1, 3)], torch.float64, "channels_last")
+    grad_out = make([(2, 9, 3, 4)], torch.float64, "nchw")[0]
+    check_backward(torch.ops.googlenet_fused.lrn_relu_concat_backward, grad_out, branches)
+    grads = [torch.empty_like(b) for b in branches]
+    into = torch.ops.googlenet_fused.lrn_relu_concat_backward_into
+    check_backward(lambda *args: (into(grads, *args), grads)[1], grad_out, branches)
+
+
 def test_backward_into_errors_and_opcheck():
     a, b, g = torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4), torch.randn(2, 8, 4, 4)
     into = torch.ops.googlenet_fused.lrn_relu_concat_backward_into
