@@ -1,27 +1,22 @@
-// max_pool3x3: the inception pool branch's max pooling (3×3 window, stride 1, padding 1) on CPU.
+// max_pool3x3: GoogLeNet's 3×3 max pooling on CPU: the inception pool branch's (stride 1,
+// padding 1) and, with stride, padding and ceil_mode, the stem's and between stages' (stride 2).
 //
-// ATen's CPU max pooling is slow for this shape (PLATFORM.md: 18.9 ms NCHW / 1.9 ms
+// ATen's CPU max pooling is slow for these shapes (PLATFORM.md: 18.9 ms NCHW / 1.9 ms
 // channels_last for inception 4a at batch 16) and it dominated the fused module's time after the
-// convolutions. Here the pooling is separable, a max over three rows then over three columns
-// (max is associative, so the result is exact), and each step is one vectorizable loop over
-// contiguous values in either layout.
+// convolutions. Inference (max_pool3x3) at stride 1 is separable, a max over three rows then
+// over three columns (max is associative, so the result is exact), each step one vectorizable
+// loop over contiguous values in either layout; other strides take each window directly.
 // Padding never wins (as in ATen, it acts as -inf) and NaN propagates: a window holding NaN gives
-// NaN. The output has the input's layout (channels_last stays channels_last).
-// The backward (max_pool3x3_backward) needs no second pooling pass and no index tensor: it takes
-// the forward's output, and each output's gradient goes to the window position ATen's max_pool2d
-// would have picked: the first (row-major) value equal to the maximum, or the last NaN when the
-// maximum is NaN. So ties resolve exactly as in torch.nn.functional.max_pool2d, without the
-// int64 indices ATen would keep (60 MB in a batch-8 network step). Channels-last (what the
-// fused modules use) walks contiguous channels directly: 1.0-1.2 ms for a [8, 512, 14, 14]
-// input (4b's at batch 8) on 2 cores, where gathering 16-channel blocks took 2.6 ms and ATen's
-// recompute with indices plus its backward about 2.1 ms; other layouts gather.
-// The network's stride-2 pools (stem, between stages) stay ATen's. A version of these kernels
-// with stride, padding and ceil_mode (forward over each output's window directly, 2x ATen's;
-// backward taking each window's maximum again, so an in-place ReLU after the pool stays legal)
-// took 40-54 ms for the four pools of a batch-8 training step against ATen's 34-43 ms, profiled
-// side by side: the backward's per-tap scans cost twice ATen's index scatter when memory is
-// warm, and most of the 7-14 ms ATen spends zero-filling its gradient is first-touch page
-// faults (about 0.4 ms per MB on this VM) that any freshly allocated gradient pays.
+// NaN. Output sizes follow ATen's rule (ceil_mode included); the output has the input's layout.
+//
+// Training (max_pool3x3_with_taps) also returns each output's tap: which of the window's nine
+// positions (row-major, 0-8) held the maximum, as one byte, found exactly as ATen's forward
+// finds its index (a greater value or a NaN replaces the maximum: ties go to the first, NaN to
+// the last). The backward (max_pool3x3_backward_into) needs nothing else: each input pixel
+// gathers the gradients of the (at most nine) windows that picked it, and adds them to the
+// gradient tensor it is given (the inception module's: its 1×1 convolutions' input gradient, so
+// the pool branch's costs no extra pass) or writes them there. No int64 indices (8 bytes per
+// output), no zero-filled gradient, no second pooling pass, and it works from any layout.
 #include "layout.h"
 
 #include <ATen/Dispatch.h>
@@ -31,6 +26,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <tuple>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -99,223 +96,260 @@ void pool_planes(const at::Tensor& x, const at::Tensor& out, bool channels_last)
   });
 }
 
-constexpr int64_t kRouteChannels = 16;
+// A 3×3 max pooling's geometry: `stride`, `pad` pixels of padding on each side, the output
+// Ho × Wo as ATen's pooling_output_shape computes it. Output row ho's window starts at input row
+// ho * stride - pad (likewise for columns).
+struct Window {
+  int64_t H, W, Ho, Wo, stride, pad;
 
-// Other layouts: the gradient of kRouteChannels channels of one image, every array
-// [H*W][kRouteChannels] in the accumulation type (gathered, so each loop runs over contiguous
-// channels and vectorizes): each output's gradient is added to the first window value equal to
-// its maximum (row-major), or to the window's last NaN when the maximum is NaN.
-template <typename acc_t>
-void route_block(const acc_t* X, const acc_t* M, const acc_t* G, acc_t* acc, int64_t H,
-                 int64_t W) {
-  constexpr int64_t kC = kRouteChannels;
-  std::fill(acc, acc + H * W * kC, acc_t(0));
-  for (int64_t h = 0; h < H; ++h) {
-    for (int64_t w = 0; w < W; ++w) {
-      const acc_t* m = M + (h * W + w) * kC;
-      const acc_t* g = G + (h * W + w) * kC;
-      acc_t done[kC] = {};
-      bool any_nan = false;
-      for (int64_t c = 0; c < kC; ++c) any_nan |= m[c] != m[c];
-      for (int64_t dh = -1; dh <= 1; ++dh) {
-        if (h + dh < 0 || h + dh >= H) continue;
-        for (int64_t dw = -1; dw <= 1; ++dw) {
-          if (w + dw < 0 || w + dw >= W) continue;
-          const int64_t pos = ((h + dh) * W + (w + dw)) * kC;
-          for (int64_t c = 0; c < kC; ++c) {
-            const bool take = X[pos + c] == m[c] && done[c] == acc_t(0);
-            acc[pos + c] += take ? g[c] : acc_t(0);
-            done[c] = take ? acc_t(1) : done[c];
-          }
-        }
-      }
-      if (!any_nan) continue;
-      for (int64_t dh = 1; dh >= -1; --dh) {  // the last NaN: scanned backwards, the first found
-        if (h + dh < 0 || h + dh >= H) continue;
-        for (int64_t dw = 1; dw >= -1; --dw) {
-          if (w + dw < 0 || w + dw >= W) continue;
-          const int64_t pos = ((h + dh) * W + (w + dw)) * kC;
-          for (int64_t c = 0; c < kC; ++c) {
-            const bool take = m[c] != m[c] && X[pos + c] != X[pos + c] && done[c] == acc_t(0);
-            acc[pos + c] += take ? g[c] : acc_t(0);
-            done[c] = take ? acc_t(1) : done[c];
-          }
-        }
-      }
-    }
+  // The output rows (or columns) whose windows hold input row (or column) i: [first, last].
+  std::pair<int64_t, int64_t> outputs_of(int64_t i, int64_t outputs) const {
+    const int64_t lo = i + pad - 2;  // window start >= lo
+    const int64_t first = lo <= 0 ? 0 : (lo + stride - 1) / stride;
+    return {first, std::min((i + pad) / stride, outputs - 1)};
   }
+};
+
+// ATen's output size of a 3×3 window: floor (or ceil) of (size + 2 pad - 3) / stride, plus one;
+// with ceil_mode the last window must start inside the image or its left padding.
+int64_t pooled_size(int64_t size, int64_t stride, int64_t pad, bool ceil_mode) {
+  const int64_t span = size + 2 * pad - 3 + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
+  if (ceil_mode && out > 0 && (out - 1) * stride >= size + pad) --out;
+  return std::max<int64_t>(out, 0);
 }
 
-constexpr int64_t kRouteBlock = 64;  // channels of one channels-last task
+// The window of `input` [N, C, H, W] pooled at (stride, padding, ceil_mode), checked as ATen
+// checks it; `op` names the caller in errors.
+Window window_of(const char* op, const at::Tensor& input, int64_t stride, int64_t padding,
+                 bool ceil_mode) {
+  TORCH_CHECK(input.dim() == 4, op, ": expected a 4-D [N, C, H, W] input, got shape ",
+              shape_str(input));
+  TORCH_CHECK(stride >= 1 && (padding == 0 || padding == 1), op,
+              ": expected stride >= 1 and padding 0 or 1 (at most half the 3×3 window), got "
+              "stride ", stride, " and padding ", padding);
+  const int64_t H = input.size(2), W = input.size(3);
+  const Window win{H, W, pooled_size(H, stride, padding, ceil_mode),
+                   pooled_size(W, stride, padding, ceil_mode), stride, padding};
+  TORCH_CHECK((win.Ho >= 1 || H == 0) && (win.Wo >= 1 || W == 0), op, ": input ",
+              shape_str(input), " is too small for a 3×3 window with padding ", padding);
+  return win;
+}
 
-// Channels-last: one task is one image's block of up to kRouteBlock channels, walked pixel by
-// pixel over contiguous channels (every loop vectorizes, nothing is gathered). For each output
-// pixel, the tap that receives its gradient is found per channel by two scans of its window:
-// backwards for the first value equal to the maximum, forwards for the last NaN when the
-// maximum is NaN (only where the pixel has one); the gradient is then added to that tap.
-template <typename scalar_t, typename acc_t>
-void route_channels_last(const at::Tensor& input, const at::Tensor& output,
-                         const at::Tensor& grad_out, const at::Tensor& grad) {
-  const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  const int64_t blocks = (C + kRouteBlock - 1) / kRouteBlock;
-  const int64_t xs = *pixel_stride(input), ms = *pixel_stride(output);
-  const int64_t gs = *pixel_stride(grad_out), ds = *pixel_stride(grad);
-  const scalar_t* xp = input.const_data_ptr<scalar_t>();
-  const scalar_t* mp = output.const_data_ptr<scalar_t>();
-  const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
-  scalar_t* dp = grad.data_ptr<scalar_t>();
-  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(H * W * kRouteBlock);  // the block's gradient, [pixel][channel]
-    acc_t tap_of[kRouteBlock];                      // receiving tap per channel, 0..8
+// The input with dense rows in the layout its output takes (planar: pixel stride 1;
+// channels-last: pixel stride C); anything else is copied once.
+at::Tensor dense_rows(const at::Tensor& input, bool channels_last) {
+  const bool dense = channels_last ? pixel_stride(input) == input.size(1) : is_planar(input);
+  return dense ? input
+               : input.contiguous(channels_last ? at::MemoryFormat::ChannelsLast
+                                                : at::MemoryFormat::Contiguous);
+}
+
+constexpr int64_t kPoolChannels = 64;  // values of one pixel kept in registers at a time
+
+// Every window read directly, tap by tap (row-major, padding skipped), one loop per tap over up
+// to kPoolChannels of a pixel's `unit` contiguous values (channels-last: its C channels;
+// planar: one value), keeping the maximum and, when `taps` is given, its position. The position
+// lives in an integer as wide as the value while the window is scanned (GCC vectorizes the
+// compare-and-blend only at one lane width) and is stored as a byte at the end. A task is one
+// output row of one plane.
+template <typename scalar_t>
+void pool_windows(const at::Tensor& x, const at::Tensor& out, uint8_t* taps, const Window& win,
+                  bool channels_last) {
+  using position_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
+  const int64_t N = x.size(0), C = x.size(1);
+  const int64_t unit = channels_last ? C : 1, per_image = channels_last ? 1 : C;
+  const scalar_t* in = x.const_data_ptr<scalar_t>();
+  scalar_t* out_base = out.data_ptr<scalar_t>();
+  at::parallel_for(0, N * per_image * win.Ho, 1, [&](int64_t begin, int64_t end) {
+    scalar_t best[kPoolChannels];
+    position_t where[kPoolChannels];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, c0 = (task % blocks) * kRouteBlock;
-      const int64_t nc = std::min(kRouteBlock, C - c0);
-      const scalar_t* x = xp + n * input.stride(0) + c0;
-      const scalar_t* m_img = mp + n * output.stride(0) + c0;
-      const scalar_t* g_img = gp + n * grad_out.stride(0) + c0;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t w = 0; w < W; ++w) {
-          const scalar_t* m = m_img + (h * W + w) * ms;
-          const scalar_t* g = g_img + (h * W + w) * gs;
-          // Taps inside the image, row-major; padding never receives a gradient.
-          int64_t pixels[9], taps[9], count = 0;
-          for (int64_t dh = -1; dh <= 1; ++dh) {
-            for (int64_t dw = -1; dw <= 1; ++dw) {
-              if (h + dh < 0 || h + dh >= H || w + dw < 0 || w + dw >= W) continue;
-              pixels[count] = (h + dh) * W + (w + dw);
-              taps[count++] = (dh + 1) * 3 + (dw + 1);
-            }
-          }
-          std::fill(tap_of, tap_of + nc, acc_t(-1));
-          for (int64_t i = count - 1; i >= 0; --i) {  // backwards: the first match wins
-            const scalar_t* xq = x + pixels[i] * xs;
-            const acc_t t = static_cast<acc_t>(taps[i]);
-            for (int64_t c = 0; c < nc; ++c) tap_of[c] = xq[c] == m[c] ? t : tap_of[c];
-          }
-          int32_t any_nan = 0;  // an int: GCC vectorizes its OR reduction, not a bool's
-          for (int64_t c = 0; c < nc; ++c) any_nan |= m[c] != m[c];
-          if (any_nan) {
-            for (int64_t i = 0; i < count; ++i) {  // forwards: the last NaN wins
-              const scalar_t* xq = x + pixels[i] * xs;
-              const acc_t t = static_cast<acc_t>(taps[i]);
-              for (int64_t c = 0; c < nc; ++c) {
-                tap_of[c] = (m[c] != m[c] && xq[c] != xq[c]) ? t : tap_of[c];
+      const int64_t plane = task / win.Ho, ho = task % win.Ho;
+      const int64_t n = plane / per_image, c = plane % per_image;
+      const scalar_t* src = in + n * x.stride(0) + c * x.stride(1);
+      // The taps tensor has out's strides.
+      const int64_t row_out = n * out.stride(0) + c * out.stride(1) + ho * win.Wo * unit;
+      const int64_t top = ho * win.stride - win.pad;
+      for (int64_t wo = 0; wo < win.Wo; ++wo) {
+        const int64_t left = wo * win.stride - win.pad;
+        for (int64_t k0 = 0; k0 < unit; k0 += kPoolChannels) {
+          const int64_t nk = std::min(kPoolChannels, unit - k0);
+          bool first = true;
+          for (int64_t dh = 0; dh < 3; ++dh) {
+            if (top + dh < 0 || top + dh >= win.H) continue;
+            for (int64_t dw = 0; dw < 3; ++dw) {
+              if (left + dw < 0 || left + dw >= win.W) continue;
+              const scalar_t* v = src + ((top + dh) * win.W + left + dw) * unit + k0;
+              const position_t position = static_cast<position_t>(dh * 3 + dw);
+              if (first) {
+                for (int64_t k = 0; k < nk; ++k) {
+                  best[k] = v[k];
+                  where[k] = position;
+                }
+                first = false;
+              } else if (taps) {
+                for (int64_t k = 0; k < nk; ++k) {
+                  const bool take = v[k] > best[k] || v[k] != v[k];  // NaN: the last one wins
+                  best[k] = take ? v[k] : best[k];
+                  where[k] = take ? position : where[k];
+                }
+              } else {
+                for (int64_t k = 0; k < nk; ++k) best[k] = nan_max(best[k], v[k]);
               }
             }
           }
-          for (int64_t i = 0; i < count; ++i) {
-            acc_t* a = acc.data() + pixels[i] * kRouteBlock;
-            const acc_t t = static_cast<acc_t>(taps[i]);
-            for (int64_t c = 0; c < nc; ++c) {
-              a[c] += tap_of[c] == t ? static_cast<acc_t>(g[c]) : acc_t(0);
-            }
+          const int64_t at = row_out + wo * unit + k0;
+          std::copy(best, best + nk, out_base + at);
+          if (taps) {  // a local restrict pointer: byte stores may alias anything else
+            uint8_t* __restrict tap = taps + at;
+            for (int64_t k = 0; k < nk; ++k) tap[k] = static_cast<uint8_t>(where[k]);
           }
         }
-      }
-      scalar_t* d = dp + n * grad.stride(0) + c0;
-      for (int64_t q = 0; q < H * W; ++q) {
-        const acc_t* a = acc.data() + q * kRouteBlock;
-        for (int64_t c = 0; c < nc; ++c) d[q * ds + c] = static_cast<scalar_t>(a[c]);
       }
     }
   });
 }
 
-at::Tensor max_pool3x3_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                const at::Tensor& output) {
-  TORCH_CHECK(input.dim() == 4 && grad_out.sizes() == input.sizes() &&
-                  output.sizes() == input.sizes(),
-              "max_pool3x3_backward: grad_out ", shape_str(grad_out), ", input ",
-              shape_str(input), " and output ", shape_str(output), " must share one 4-D shape");
-  TORCH_CHECK(input.device().is_cpu(), "max_pool3x3_backward: this kernel is CPU-only");
-  at::Tensor grad = at::empty(input.sizes(), input.options(), output_format(input));
-  if (grad.numel() == 0) return grad;
-  if (output_format(input) == at::MemoryFormat::ChannelsLast && is_channels_last_like(input) &&
-      is_channels_last_like(output) && is_channels_last_like(grad_out)) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool3x3_backward", [&] {
-      using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-      route_channels_last<scalar_t, acc_t>(input, output, grad_out, grad);
-    });
-    return grad;
-  }
-  const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  constexpr int64_t kC = kRouteChannels;
-  const int64_t blocks = (C + kC - 1) / kC;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool3x3_backward", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const scalar_t* xp = input.const_data_ptr<scalar_t>();
-    const scalar_t* op = output.const_data_ptr<scalar_t>();
-    const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
-    scalar_t* dp = grad.data_ptr<scalar_t>();
-    at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> buf(4 * H * W * kC);
-      acc_t *X = buf.data(), *M = X + H * W * kC, *G = M + H * W * kC, *acc = G + H * W * kC;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / blocks, c0 = (task % blocks) * kC, nc = std::min(kC, C - c0);
-        // Gather: arrays [pixel][channel]; channels past C are zeros and never stored.
-        auto gather = [&](const scalar_t* src, const at::Tensor& t, acc_t* dst) {
-          const int64_t sc = t.stride(1), sh = t.stride(2), sw = t.stride(3);
-          src += n * t.stride(0) + c0 * sc;
-          for (int64_t h = 0; h < H; ++h) {
-            for (int64_t w = 0; w < W; ++w) {
-              const scalar_t* px = src + h * sh + w * sw;
-              acc_t* d = dst + (h * W + w) * kC;
-              for (int64_t c = 0; c < nc; ++c) d[c] = static_cast<acc_t>(px[c * sc]);
-              for (int64_t c = nc; c < kC; ++c) d[c] = acc_t(0);
-            }
-          }
-        };
-        gather(xp, input, X);
-        gather(op, output, M);
-        gather(gp, grad_out, G);
-        route_block(X, M, G, acc, H, W);
-        const int64_t sc = grad.stride(1), sh = grad.stride(2), sw = grad.stride(3);
-        scalar_t* base = dp + n * grad.stride(0) + c0 * sc;
-        for (int64_t h = 0; h < H; ++h) {
-          for (int64_t w = 0; w < W; ++w) {
-            scalar_t* px = base + h * sh + w * sw;
-            const acc_t* a = acc + (h * W + w) * kC;
-            for (int64_t c = 0; c < nc; ++c) px[c * sc] = static_cast<scalar_t>(a[c]);
-          }
-        }
-      }
-    });
-  });
-  return grad;
-}
-
-at::Tensor max_pool3x3(const at::Tensor& input) {
-  TORCH_CHECK(input.dim() == 4, "max_pool3x3: expected a 4-D [N, C, H, W] input, got shape ",
-              shape_str(input));
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()),
-              "max_pool3x3: expected a floating point input, got ", input.scalar_type());
-  TORCH_CHECK(input.device().is_cpu(), "max_pool3x3: this kernel is CPU-only, got an input on ",
+// The pooled output (and taps) of `input`, in its layout.
+std::tuple<at::Tensor, at::Tensor> pool(const char* op, const at::Tensor& input, int64_t stride,
+                                        int64_t padding, bool ceil_mode, bool with_taps) {
+  const Window win = window_of(op, input, stride, padding, ceil_mode);
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op,
+              ": expected a floating point input, got ", input.scalar_type());
+  TORCH_CHECK(input.device().is_cpu(), op, ": this kernel is CPU-only, got an input on ",
               input.device());
   const at::MemoryFormat format = output_format(input);
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
-  // Rows must be dense (planar: pixel stride 1; channels-last: pixel stride C); anything else
-  // is copied once.
-  const bool dense = channels_last ? pixel_stride(input) == input.size(1) : is_planar(input);
-  const at::Tensor x = dense ? input : input.contiguous(format);
-  at::Tensor out = at::empty(x.sizes(), x.options(), format);
-  if (out.numel() == 0) return out;
+  const at::Tensor x = dense_rows(input, channels_last);
+  const std::vector<int64_t> shape = {x.size(0), x.size(1), win.Ho, win.Wo};
+  at::Tensor out = at::empty(shape, x.options(), format);
+  at::Tensor taps = with_taps ? at::empty(shape, x.options().dtype(at::kByte), format)
+                              : at::Tensor();
+  if (out.numel() == 0) return {out, taps};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool3x3", [&] {
-    pool_planes<scalar_t>(x, out, channels_last);
+    if (!with_taps && stride == 1 && padding == 1) {  // the pool branch's inference
+      pool_planes<scalar_t>(x, out, channels_last);
+    } else {
+      pool_windows<scalar_t>(x, out, with_taps ? taps.data_ptr<uint8_t>() : nullptr, win,
+                             channels_last);
+    }
   });
-  return out;
+  return {out, taps};
+}
+
+at::Tensor max_pool3x3(const at::Tensor& input, int64_t stride, int64_t padding, bool ceil_mode) {
+  return std::get<0>(pool("max_pool3x3", input, stride, padding, ceil_mode, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool3x3_with_taps(const at::Tensor& input, int64_t stride,
+                                                         int64_t padding, bool ceil_mode) {
+  return pool("max_pool3x3_with_taps", input, stride, padding, ceil_mode, true);
+}
+
+constexpr int64_t kGatherChannels = 64;  // channels of one input pixel gathered at a time
+
+// grad_input (+)= the gradient each input pixel gathers from the windows that picked it. A task
+// is one input row of one image. Channels-last (every tensor's channels contiguous at each
+// pixel): the loops run over up to kGatherChannels contiguous channels and vectorize; any other
+// layout takes each value by its strides.
+template <typename scalar_t, typename acc_t>
+void gather_gradients(const at::Tensor& grad_input, const at::Tensor& grad_out,
+                      const at::Tensor& taps, const Window& win, bool accumulate) {
+  const int64_t N = grad_input.size(0), C = grad_input.size(1);
+  const bool channels_last = is_channels_last_like(grad_input) &&
+                             is_channels_last_like(grad_out) && is_channels_last_like(taps);
+  const scalar_t* gp = grad_out.const_data_ptr<scalar_t>();
+  const uint8_t* tp = taps.const_data_ptr<uint8_t>();
+  scalar_t* dp = grad_input.data_ptr<scalar_t>();
+  const auto gs = grad_out.strides(), ts = taps.strides(), ds = grad_input.strides();
+  at::parallel_for(0, N * win.H, 1, [&](int64_t begin, int64_t end) {
+    acc_t sum[kGatherChannels];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / win.H, h = task % win.H;
+      const auto [ho0, ho1] = win.outputs_of(h, win.Ho);
+      for (int64_t w = 0; w < win.W; ++w) {
+        const auto [wo0, wo1] = win.outputs_of(w, win.Wo);
+        for (int64_t c0 = 0; c0 < C; c0 += kGatherChannels) {
+          const int64_t nc = std::min(kGatherChannels, C - c0);
+          scalar_t* d = dp + n * ds[0] + c0 * ds[1] + h * ds[2] + w * ds[3];
+          if (channels_last) {
+            for (int64_t c = 0; c < nc; ++c) sum[c] = accumulate ? acc_t(d[c]) : acc_t(0);
+          } else {
+            for (int64_t c = 0; c < nc; ++c) sum[c] = accumulate ? acc_t(d[c * ds[1]]) : acc_t(0);
+          }
+          for (int64_t ho = ho0; ho <= ho1; ++ho) {
+            for (int64_t wo = wo0; wo <= wo1; ++wo) {
+              // This pixel's position in window (ho, wo).
+              const uint8_t position = static_cast<uint8_t>(
+                  (h - (ho * win.stride - win.pad)) * 3 + (w - (wo * win.stride - win.pad)));
+              const scalar_t* g = gp + n * gs[0] + c0 * gs[1] + ho * gs[2] + wo * gs[3];
+              const uint8_t* t = tp + n * ts[0] + c0 * ts[1] + ho * ts[2] + wo * ts[3];
+              if (channels_last) {
+                for (int64_t c = 0; c < nc; ++c) {
+                  sum[c] += t[c] == position ? acc_t(g[c]) : acc_t(0);
+                }
+              } else {
+                for (int64_t c = 0; c < nc; ++c) {
+                  sum[c] += t[c * ts[1]] == position ? acc_t(g[c * gs[1]]) : acc_t(0);
+                }
+              }
+            }
+          }
+          if (channels_last) {
+            for (int64_t c = 0; c < nc; ++c) d[c] = static_cast<scalar_t>(sum[c]);
+          } else {
+            for (int64_t c = 0; c < nc; ++c) d[c * ds[1]] = static_cast<scalar_t>(sum[c]);
+          }
+        }
+      }
+    }
+  });
+}
+
+void max_pool3x3_backward_into(const at::Tensor& grad_input, const at::Tensor& grad_out,
+                               const at::Tensor& taps, int64_t stride, int64_t padding,
+                               bool ceil_mode, bool accumulate) {
+  const Window win = window_of("max_pool3x3_backward_into", grad_input, stride, padding,
+                               ceil_mode);
+  const std::vector<int64_t> pooled = {grad_input.size(0), grad_input.size(1), win.Ho, win.Wo};
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(pooled) &&
+                  taps.sizes() == at::IntArrayRef(pooled),
+              "max_pool3x3_backward_into: grad_out ", shape_str(grad_out), " and taps ",
+              shape_str(taps), " must have the pooled shape ", at::IntArrayRef(pooled),
+              " of grad_input ", shape_str(grad_input), " (stride ", stride, ", padding ",
+              padding, ", ceil_mode ", ceil_mode, ")");
+  TORCH_CHECK(taps.scalar_type() == at::kByte, "max_pool3x3_backward_into: taps must be uint8 "
+              "(from max_pool3x3_with_taps), got ", taps.scalar_type());
+  TORCH_CHECK(grad_out.scalar_type() == grad_input.scalar_type(),
+              "max_pool3x3_backward_into: grad_out is ", grad_out.scalar_type(),
+              " but grad_input is ", grad_input.scalar_type());
+  TORCH_CHECK(grad_input.device().is_cpu() && grad_out.device().is_cpu() && taps.device().is_cpu(),
+              "max_pool3x3_backward_into: this kernel is CPU-only");
+  TORCH_CHECK(!may_share_memory(grad_input, grad_out) && !may_share_memory(grad_input, taps),
+              "max_pool3x3_backward_into: grad_input overlaps grad_out or taps");
+  if (grad_input.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_input.scalar_type(), "max_pool3x3_backward_into", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    gather_gradients<scalar_t, acc_t>(grad_input, grad_out, taps, win, accumulate);
+  });
 }
 
 }  // namespace
 }  // namespace googlenet_fused
 
 TORCH_LIBRARY_FRAGMENT(googlenet_fused, m) {
-  m.def("max_pool3x3(Tensor input) -> Tensor");
-  // The gradient of max_pool3x3 from its forward output (no second pass, no indices).
-  m.def("max_pool3x3_backward(Tensor grad_out, Tensor input, Tensor output) -> Tensor");
+  m.def("max_pool3x3(Tensor input, int stride=1, int padding=1, bool ceil_mode=False) -> Tensor");
+  // The output and each output's tap (uint8, 0-8): what the backward needs.
+  m.def("max_pool3x3_with_taps(Tensor input, int stride=1, int padding=1, bool ceil_mode=False) "
+        "-> (Tensor, Tensor)");
+  // grad_input (+)= the gradient of max_pool3x3 w.r.t. its input, from the forward's taps.
+  m.def("max_pool3x3_backward_into(Tensor(a!) grad_input, Tensor grad_out, Tensor taps, "
+        "int stride=1, int padding=1, bool ceil_mode=False, bool accumulate=False) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(googlenet_fused, CPU, m) {
   m.impl("max_pool3x3", &googlenet_fused::max_pool3x3);
-  m.impl("max_pool3x3_backward", &googlenet_fused::max_pool3x3_backward);
+  m.impl("max_pool3x3_with_taps", &googlenet_fused::max_pool3x3_with_taps);
+  m.impl("max_pool3x3_backward_into", &googlenet_fused::max_pool3x3_backward_into);
 }

@@ -17,11 +17,13 @@ convolutions and the extension's LRN + ReLU op writing into the slices.
 
 Training (``training=True``): each step also returns its pre-activations (conv + bias, before
 LRN; without the bias where the native backend adds it in the LRN op instead, see
-backends.fold_bias) and the reductions' outputs, and the native backend the pooled x. The
-backward, shared, recomputes no convolution: LRN + ReLU backward of the four branches in one
-extension pass, each convolution's input / weight / bias gradients in one ATen call, the merged
-1×1s as one GEMM per gradient, and the max pool's routing (the pooling is recomputed only
-where the forward kept no pooled x: Triton pooled in registers).
+backends.fold_bias) and the reductions' outputs, and the native backend the pooled x, with its
+taps (which window position each maximum came from, one byte each) where ``input_grad`` says
+x's gradient will be needed. The backward, shared, recomputes no convolution: LRN + ReLU
+backward of the four branches in one extension pass, each convolution's input / weight / bias
+gradients in one ATen call, the merged 1×1s as one GEMM per gradient, and the max pool's routing
+from the taps, added to the 1×1s' input gradient in the same pass (the pooling is recomputed
+only where the forward kept no taps: Triton pooled in registers).
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ from . import backends, ops
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
-# (out, u_red, u_pool, u3, u5, red3, red5, pooled): see module_forward.
-OUTPUTS = 8
+# (out, u_red, u_pool, u3, u5, red3, red5, pooled, taps): see module_forward.
+OUTPUTS = 9
 
 
 def layout_of(x: torch.Tensor) -> torch.memory_format:
@@ -60,7 +62,7 @@ class TritonSteps:
         return False
 
     @staticmethod
-    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training):
+    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps):
         from .kernels.conv_lrn_relu import reductions_1x1
 
         u_red, u_pool = (_new_like(x, sum(sizes)), _new_like(x, wp.shape[0])) if training else (
@@ -68,7 +70,7 @@ class TritonSteps:
         red3, red5 = reductions_1x1(x, w_red, b_red, sizes, out1, LRN, pool_weight=wp,
                                     pool_bias=bp, out_pool=out_pool, preactivation=u_red,
                                     pool_preactivation=u_pool)
-        return u_red, u_pool, red3, red5, None
+        return u_red, u_pool, red3, red5, None, None
 
     @staticmethod
     def branch(red, w, b, out, training):
@@ -99,16 +101,16 @@ class NativeSteps:
         return u
 
     @staticmethod
-    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training):
+    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps):
         fold = backends.fold_bias(x)
         u_red = _channels_last(F.conv2d(x, w_red, None if fold else b_red))
         red3, red5 = _new_like(x, sizes[1]), _new_like(x, sizes[2])
         lrn_into = torch.ops.googlenet_fused.lrn_relu_concat_into
         for out, u, b in zip((out1, red3, red5), u_red.split(sizes, 1), b_red.split(sizes)):
             lrn_into(out, [u], *LRN, True, [b] if fold else None)
-        pooled = ops.max_pool3x3(x)
+        pooled, taps = ops.max_pool3x3_with_taps(x) if keep_taps else (ops.max_pool3x3(x), None)
         u_pool = NativeSteps._conv_lrn_relu(pooled, wp, bp, out_pool)
-        return u_red, u_pool, red3, red5, pooled
+        return u_red, u_pool, red3, red5, pooled, taps
 
     @staticmethod
     def branch(red, w, b, out, training):
@@ -128,40 +130,44 @@ def _channels_last(t):
     return t if t.stride() == new.stride() else new.copy_(t)
 
 
-def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False):
+def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False,
+                   input_grad=True):
     """The module's forward as ``steps`` runs it; returns (out, u_red, u_pool, u3, u5, red3,
-    red5, pooled): the output and, with ``training``, what the backward needs (empty tensors
-    otherwise; ``pooled`` only from a backend that keeps it)."""
+    red5, pooled, taps): the output and, with ``training``, what the backward needs (empty
+    tensors otherwise; ``pooled`` only from a backend that keeps it, and its ``taps``
+    (ops.max_pool3x3_with_taps) only where ``input_grad`` says x's gradient will be needed: the
+    pool branch's routing is the only use)."""
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     x = x.contiguous(memory_format=torch.channels_last)  # once, for every step
     out = _new_like(x, c1 + c3 + c5 + cp)
     # 1. What reads x: 1×1 branch, both reductions, pool projection.
-    u_red, u_pool, red3, red5, pooled = steps.reads_x(
+    u_red, u_pool, red3, red5, pooled, taps = steps.reads_x(
         x, w_red, b_red, wp, bp, (c1, c3r, c5r), out.narrow(1, 0, c1),
-        out.narrow(1, c1 + c3 + c5, cp), training)
+        out.narrow(1, c1 + c3 + c5, cp), training, training and input_grad)
     # 2. The 3×3 and 5×5 over the reductions.
     u3 = steps.branch(red3, w3, b3, out.narrow(1, c1, c3), training)
     u5 = steps.branch(red5, w5, b5, out.narrow(1, c1 + c3, c5), training)
-    saved = (u_red, u_pool, u3, u5, red3, red5, pooled)
+    saved = (u_red, u_pool, u3, u5, red3, red5, pooled, taps)
     if not training:  # only out; the reductions are kept for the fake kernel's sake
-        saved = (None, None, None, None, red3, red5, None)
+        saved = (None, None, None, None, red3, red5, None, None)
     return (out, *(t if t is not None else x.new_empty(0) for t in saved))
 
 
-def _fake(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False):
+def _fake(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False, input_grad=True):
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
 
-    def new(channels, keep=True):
-        return _new_like(x, channels) if keep else x.new_empty(0)
+    def new(channels, keep=True, dtype=None):  # what module_forward returns, empty or kept
+        return _new_like(x, channels).to(dtype or x.dtype) if keep else x.new_empty(0)
 
+    kept = training and steps.keeps_pooled
     return (new(c1 + c3 + c5 + cp), new(c1 + c3r + c5r, training), new(cp, training),
-            new(c3, training), new(c5, training), new(c3r), new(c5r),
-            new(x.shape[1], training and steps.keeps_pooled))
+            new(c3, training), new(c5, training), new(c3r), new(c5r), new(x.shape[1], kept),
+            new(x.shape[1], kept and input_grad, ops.pool_taps_dtype(x)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, w_red, b_red, w3, b3, w5, b5, wp, bp, *training = inputs
-    ctx.training = bool(training and training[0])
+    x, w_red, b_red, w3, b3, w5, b5, wp, bp, *flags = inputs  # defaults may be absent
+    ctx.training = bool(flags and flags[0])
     ctx.mark_non_differentiable(*output[1:])
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs kept for backward
     ctx.save_for_backward(x, w_red, b_red, w3, b3, w5, b5, wp, bp, *output[1:])
@@ -182,7 +188,7 @@ def _backward(ctx, grad, *_):
         raise RuntimeError("this inception op was called with training=False: its backward "
                            "needs the pre-activations that training=True returns")
     (x, w_red, b_red, w3, b3, w5, b5, wp, bp,
-     u_red, u_pool, u3, u5, red3, red5, pooled) = ctx.saved_tensors
+     u_red, u_pool, u3, u5, red3, red5, pooled, taps) = ctx.saved_tensors
     need = ctx.needs_input_grad
     if grad is None:  # nothing reached the module output (gradients are not materialized)
         return (None,) * len(need)
@@ -213,18 +219,22 @@ def _backward(ctx, grad, *_):
         lrn_into([gu3r], gred3, [u3r], *LRN, True, bias(b3r))
         lrn_into([gu5r], gred5, [u5r], *LRN, True, bias(b5r))
         gx, gw_red, gb_red = _conv_backward(gz, x, w_red, need[:3])
-    if pooled.numel() == 0 and (need[0] or need[7]):
-        pooled = ops.max_pool3x3(x)  # Triton pooled in registers
+    # Triton pooled in registers; the native backend kept no taps where the forward was told
+    # x's gradient would not be needed.
+    if need[0] and taps.numel() == 0:
+        pooled, taps = ops.max_pool3x3_with_taps(x)
+    elif need[7] and pooled.numel() == 0:
+        pooled = ops.max_pool3x3(x)
     gpooled, gwp, gbp = _conv_backward(gup, pooled, wp, (need[0], need[7], need[8]))
-    if need[0]:
-        gx.add_(ops.max_pool3x3_backward(gpooled, x, pooled))
+    if need[0]:  # the pool branch's input gradient, added to gx in the same pass
+        ops.max_pool3x3_backward(gpooled, x, taps, accumulate_into=gx)
     grads = (gx, gw_red, gb_red, gw3, gb3, gw5, gb5, gwp, gbp)
     return grads + (None,) * (len(ctx.needs_input_grad) - len(grads))
 
 
 _SCHEMA = ("(Tensor x, Tensor w_red, Tensor b_red, Tensor w3, Tensor b3, Tensor w5, Tensor b5, "
-           "Tensor wp, Tensor bp, bool training=False) -> (" + ", ".join(["Tensor"] * OUTPUTS)
-           + ")")
+           "Tensor wp, Tensor bp, bool training=False, bool input_grad=True) -> ("
+           + ", ".join(["Tensor"] * OUTPUTS) + ")")
 
 
 def _define(steps):

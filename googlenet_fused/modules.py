@@ -117,7 +117,7 @@ class FusedInception(Inception):
             # channels_last before the op, where autograd sees it: the op saves the converted
             # input for its weight gradients (no conversion in the backward).
             x_cl = x.contiguous(memory_format=torch.channels_last)
-            out = op(x_cl, *params, training)[0]
+            out = op(x_cl, *params, training, x.requires_grad)[0]
         return out.contiguous(memory_format=layout_of(x))  # no copy when it already is
 
 
@@ -137,6 +137,39 @@ class FusedLocalResponseNorm(nn.LocalResponseNorm):
                 and (x.device.type == "cpu"
                      or (x.device.type == "cuda" and ops.has_cuda_kernels()))):
             return ops.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        return super().forward(x)
+
+
+class FusedMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` with a 3×3 window through the extension's CPU kernel
+    (:func:`googlenet_fused.ops.max_pool3x3`: ATen's values, ties and NaN; a backward from one
+    byte per output instead of int64 indices, with no zero-filled gradient); same constructor and
+    attributes. Other windows, other devices, or a missing extension run ATen's max pooling."""
+
+    @classmethod
+    def from_module(cls, module: nn.MaxPool2d) -> "FusedMaxPool2d":
+        fused = cls(module.kernel_size, module.stride, module.padding, module.dilation,
+                    module.return_indices, module.ceil_mode)
+        fused.train(module.training)
+        return fused
+
+    def kernel_arguments(self):
+        """(stride, padding) for the extension's kernel, or None where it does not apply."""
+        def square(value):  # one int when the same along both axes, else None
+            pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+            return pair[0] if len(pair) == 2 and pair[0] == pair[1] else None
+
+        stride, padding = square(self.stride), square(self.padding)
+        if (square(self.kernel_size) != 3 or square(self.dilation) != 1 or self.return_indices
+                or stride is None or padding not in (0, 1)):
+            return None
+        return stride, padding
+
+    def forward(self, x):
+        args = self.kernel_arguments()
+        if (args is not None and x.dim() == 4 and x.is_floating_point()
+                and x.device.type == "cpu" and ops.extension_available()):
+            return ops.max_pool3x3(x, *args, self.ceil_mode)
         return super().forward(x)
 
 
@@ -254,7 +287,8 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
 
     - every reference Inception, at any depth, becomes a FusedInception sharing its parameters;
     - every ``nn.LocalResponseNorm`` becomes a :class:`FusedLocalResponseNorm` (exact on signed
-      input, whatever follows it), unless ``backend == "reference"``;
+      input, whatever follows it), and every 3×3 ``nn.MaxPool2d`` a :class:`FusedMaxPool2d`,
+      unless ``backend == "reference"``;
     - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's convolutions
       fused with the ReLU and the LRN or max pool after them (:class:`FusedStemConv`; the ReLU
       moved after the pool, with which it commutes), an entry hook that checks the backend against the input and makes activations channels_last once for the
@@ -267,7 +301,7 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
     backends.check_backend_name(backend)
     if type(model) is Inception:
         raise TypeError("fuse: model is itself an Inception; use FusedInception.from_module")
-    swapped = {"Inception": 0, "LocalResponseNorm": 0}
+    swapped = {"Inception": 0, "LocalResponseNorm": 0, "MaxPool2d": 0}
 
     def visit(parent: nn.Module) -> None:
         for name, child in parent.named_children():
@@ -277,6 +311,10 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
             elif type(child) is nn.LocalResponseNorm and backend != "reference":
                 setattr(parent, name, FusedLocalResponseNorm.from_module(child))
                 swapped["LocalResponseNorm"] += 1
+            elif (type(child) is nn.MaxPool2d and backend != "reference"
+                  and FusedMaxPool2d.from_module(child).kernel_arguments() is not None):
+                setattr(parent, name, FusedMaxPool2d.from_module(child))
+                swapped["MaxPool2d"] += 1
             elif not isinstance(child, Inception):  # a module's branches stay the reference's
                 visit(child)
 
@@ -286,11 +324,12 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
         if not getattr(model, "_fused_entry_hook", None):
             model._fused_entry_hook = model.register_forward_pre_hook(
                 functools.partial(_network_entry, backend))
-    logger.info("fuse: replaced %d Inception module(s) by FusedInception and %d "
-                "LocalResponseNorm(s) by FusedLocalResponseNorm (backend=%r)",
-                swapped["Inception"], swapped["LocalResponseNorm"], backend)
+    logger.info("fuse: replaced %d Inception module(s) by FusedInception, %d "
+                "LocalResponseNorm(s) by FusedLocalResponseNorm and %d 3×3 MaxPool2d(s) by "
+                "FusedMaxPool2d (backend=%r)", swapped["Inception"],
+                swapped["LocalResponseNorm"], swapped["MaxPool2d"], backend)
     return model
 
 
-__all__ = ["FusedInception", "FusedGoogLeNet", "FusedLocalResponseNorm", "FusedStemConv",
-           "fuse"]
+__all__ = ["FusedInception", "FusedGoogLeNet", "FusedLocalResponseNorm", "FusedMaxPool2d",
+           "FusedStemConv", "fuse"]

@@ -1,7 +1,7 @@
 """The extension's ops (``torch.ops.googlenet_fused.lrn_relu_concat[_into]`` and the CPU
-``max_pool3x3``): fake kernels for torch.compile / export, autograd, and Python wrappers that say
-clearly when the extension is missing. Importing this module never fails because the extension
-is missing.
+``max_pool3x3[_with_taps]``): fake kernels for torch.compile / export, autograd, and Python
+wrappers that say clearly when the extension is missing. Importing this module never fails
+because the extension is missing.
 """
 from __future__ import annotations
 
@@ -86,27 +86,72 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
     return lrn_relu_concat([x], size, alpha, beta, k, relu=False)
 
 
-def max_pool3x3(x: torch.Tensor) -> torch.Tensor:
-    """``F.max_pool2d(x, 3, stride=1, padding=1)``, the inception pool branch's pooling.
+def pooled_size(size, stride: int, padding: int, ceil_mode: bool):
+    """The output size of a 3×3 max pooling along an axis of ``size`` pixels, as ATen computes
+    it (mirrors pooled_size() in csrc/max_pool3x3.cpp)."""
+    out = (size + 2 * padding - 3 + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return max(out, 0)
+
+
+def _use_extension_pool(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and EXTENSION_ERROR is None
+
+
+def max_pool3x3(x: torch.Tensor, stride: int = 1, padding: int = 1,
+                ceil_mode: bool = False) -> torch.Tensor:
+    """``F.max_pool2d(x, 3, stride, padding, ceil_mode=ceil_mode)``: by default the inception
+    pool branch's pooling.
 
     On CPU it runs the extension's kernel (same values, NaN propagates, the input's layout is
     kept; several times faster than ATen's for these shapes); elsewhere, or without the
-    extension, it is ``F.max_pool2d``. Gradients flow as through ``F.max_pool2d``.
+    extension, it is ``F.max_pool2d``. Gradients flow as through ``F.max_pool2d``, ties
+    included; when they are needed, the kernel also keeps each output's tap (one byte) for the
+    backward instead of ATen's int64 indices.
     """
-    if x.device.type == "cpu" and EXTENSION_ERROR is None:
-        return torch.ops.googlenet_fused.max_pool3x3(x)
-    return F.max_pool2d(x, 3, 1, 1)
+    if not _use_extension_pool(x):
+        return F.max_pool2d(x, 3, stride, padding, ceil_mode=ceil_mode)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return max_pool3x3_with_taps(x, stride, padding, ceil_mode)[0]
+    return torch.ops.googlenet_fused.max_pool3x3(x, stride, padding, ceil_mode)
 
 
-def max_pool3x3_backward(grad: torch.Tensor, x: torch.Tensor, pooled: torch.Tensor):
-    """The gradient of :func:`max_pool3x3` w.r.t. ``x``, given its output ``pooled``: each
-    output's gradient goes where ``F.max_pool2d`` sends it (ties: the first maximum). On CPU the
-    extension routes it from ``pooled`` in one pass; elsewhere ATen recomputes the indices."""
-    if x.device.type == "cpu" and EXTENSION_ERROR is None:
-        return torch.ops.googlenet_fused.max_pool3x3_backward(grad, x, pooled)
-    _, indices = F.max_pool2d(x, 3, 1, 1, return_indices=True)
-    return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [3, 3], [1, 1], [1, 1],
-                                                           [1, 1], False, indices)
+def pool_taps_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of :func:`max_pool3x3_with_taps`'s taps for ``x``."""
+    return torch.uint8 if _use_extension_pool(x) else torch.int64
+
+
+def max_pool3x3_with_taps(x: torch.Tensor, stride: int = 1, padding: int = 1,
+                          ceil_mode: bool = False):
+    """(:func:`max_pool3x3` of ``x``, its taps): what :func:`max_pool3x3_backward` needs.
+
+    On CPU with the extension, the taps are uint8: which of the window's nine positions
+    (row-major) each output took, where ATen's max_pool2d takes its index (ties: the first
+    maximum; NaN: the last). Elsewhere they are ``F.max_pool2d``'s int64 indices.
+    """
+    if _use_extension_pool(x):
+        return torch.ops.googlenet_fused.max_pool3x3_with_taps(x, stride, padding, ceil_mode)
+    return F.max_pool2d(x, 3, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+
+
+def max_pool3x3_backward(grad: torch.Tensor, x: torch.Tensor, taps: torch.Tensor,
+                         stride: int = 1, padding: int = 1, ceil_mode: bool = False, *,
+                         accumulate_into: torch.Tensor | None = None) -> torch.Tensor:
+    """The gradient of :func:`max_pool3x3_with_taps` w.r.t. ``x`` (used for its shape and
+    device), given the output gradient ``grad`` and the forward's ``taps``. With
+    ``accumulate_into`` (``x``'s shape) the gradient is added to it in place, in the same pass
+    on CPU, and it is returned; otherwise a new tensor in ``x``'s layout."""
+    if taps.dtype == torch.uint8:  # the extension's taps
+        into = accumulate_into
+        if into is None:
+            into = torch.empty_like(x, memory_format=_output_layout(x))
+        torch.ops.googlenet_fused.max_pool3x3_backward_into(
+            into, grad, taps, stride, padding, ceil_mode, accumulate_into is not None)
+        return into
+    routed = torch.ops.aten.max_pool2d_with_indices_backward(
+        grad, x, [3, 3], [stride, stride], [padding, padding], [1, 1], ceil_mode, taps)
+    return routed if accumulate_into is None else accumulate_into.add_(routed)
 
 
 if EXTENSION_ERROR is None:
@@ -161,23 +206,46 @@ if EXTENSION_ERROR is None:
     torch.library.register_autograd("googlenet_fused::lrn_relu_concat", _backward,
                                     setup_context=_setup_context)
 
-    @torch.library.register_fake("googlenet_fused::max_pool3x3")
-    def _max_pool3x3_fake(x):
+    def _pooled_like(x, stride, padding, ceil_mode, dtype=None):
         torch._check(x.dim() == 4, lambda: f"max_pool3x3: expected a 4-D input, got {x.shape}")
-        return torch.empty_like(x, memory_format=_output_layout(x))
+        shape = (x.shape[0], x.shape[1], pooled_size(x.shape[2], stride, padding, ceil_mode),
+                 pooled_size(x.shape[3], stride, padding, ceil_mode))
+        return x.new_empty(shape, dtype=dtype).contiguous(memory_format=_output_layout(x))
 
-    @torch.library.register_fake("googlenet_fused::max_pool3x3_backward")
-    def _max_pool3x3_backward_fake(grad_out, x, output):
-        return torch.empty_like(x, memory_format=_output_layout(x))
+    @torch.library.register_fake("googlenet_fused::max_pool3x3")
+    def _max_pool3x3_fake(x, stride=1, padding=1, ceil_mode=False):
+        return _pooled_like(x, stride, padding, ceil_mode)
 
-    def _max_pool3x3_setup_context(ctx, inputs, output):
-        # The output is the pool projection's input, saved by its convolution anyway.
-        ctx.save_for_backward(inputs[0], output)
+    @torch.library.register_fake("googlenet_fused::max_pool3x3_with_taps")
+    def _max_pool3x3_with_taps_fake(x, stride=1, padding=1, ceil_mode=False):
+        return (_pooled_like(x, stride, padding, ceil_mode),
+                _pooled_like(x, stride, padding, ceil_mode, torch.uint8))
 
-    def _max_pool3x3_backward(ctx, grad_out):
-        # Ties go where F.max_pool2d sends them (see csrc/max_pool3x3.cpp).
-        x, output = ctx.saved_tensors
-        return torch.ops.googlenet_fused.max_pool3x3_backward(grad_out, x, output)
+    @torch.library.register_fake("googlenet_fused::max_pool3x3_backward_into")
+    def _max_pool3x3_backward_into_fake(grad_input, grad_out, taps, stride=1, padding=1,
+                                        ceil_mode=False, accumulate=False):
+        return None
 
-    torch.library.register_autograd("googlenet_fused::max_pool3x3", _max_pool3x3_backward,
-                                    setup_context=_max_pool3x3_setup_context)
+    def _pool_setup_context(ctx, inputs, output, keeps_taps):
+        # Arguments left at their defaults may be absent from `inputs`.
+        x, *args = inputs
+        ctx.n_args = len(args)
+        ctx.pooling = tuple(args) + (1, 1, False)[len(args):]
+        if keeps_taps:
+            ctx.mark_non_differentiable(output[1])
+            ctx.save_for_backward(x, output[1])
+        else:  # max_pool3x3 kept no taps: the backward pools again to find them
+            ctx.save_for_backward(x, None)
+
+    def _pool_backward(ctx, grad_out, *_):
+        x, taps = ctx.saved_tensors
+        if taps is None:
+            taps = torch.ops.googlenet_fused.max_pool3x3_with_taps(x, *ctx.pooling)[1]
+        return (max_pool3x3_backward(grad_out, x, taps, *ctx.pooling),) + (None,) * ctx.n_args
+
+    torch.library.register_autograd(
+        "googlenet_fused::max_pool3x3", _pool_backward,
+        setup_context=lambda ctx, inputs, output: _pool_setup_context(ctx, inputs, output, False))
+    torch.library.register_autograd(
+        "googlenet_fused::max_pool3x3_with_taps", _pool_backward,
+        setup_context=lambda ctx, inputs, output: _pool_setup_context(ctx, inputs, output, True))

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from googlenet_fused import (INCEPTION_CONFIGS, FusedGoogLeNet, FusedInception,
-                             FusedLocalResponseNorm, GoogLeNet, Inception, fuse)
+                             FusedLocalResponseNorm, FusedMaxPool2d, GoogLeNet, Inception, fuse)
 from googlenet_fused import backends
 from helpers import assert_matches, fp32_precision, plain_lowp
 
@@ -121,7 +121,8 @@ def test_fuse_nested_model(caplog):
         expected = model.body(x)
     with caplog.at_level(logging.INFO, logger="googlenet_fused"):
         assert fuse(model, backend="native") is model
-    assert "replaced 10 Inception module(s) by FusedInception and 2 LocalResponseNorm" in caplog.text
+    assert ("replaced 10 Inception module(s) by FusedInception, 2 LocalResponseNorm(s) by "
+            "FusedLocalResponseNorm and 4 3×3 MaxPool2d(s) by FusedMaxPool2d") in caplog.text
     assert sum(isinstance(m, FusedInception) for m in model.modules()) == 10
     assert not any(type(m) is Inception for m in model.modules())
     with torch.no_grad():
@@ -185,6 +186,46 @@ def test_fuse_any_lrn_exactly():
     assert model.state_dict().keys() == state.keys()
     # the extension's op ran (its autograd node), not ATen's LRN
     assert "googlenet_fused" in type(model.norm1(model.conv(x)).grad_fn).__name__
+
+
+class Pools(nn.Module):
+    """GoogLeNet's stride-2 pools, one followed by an in-place ReLU, and pools fuse leaves."""
+
+    def __init__(self):
+        super().__init__()
+        self.ceil = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.padded = nn.MaxPool2d(3, stride=2, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.other = nn.MaxPool2d(2)
+        self.indices = nn.MaxPool2d(3, stride=1, padding=1, return_indices=True)
+
+    def forward(self, x):
+        y = self.relu(self.padded(self.ceil(x)))
+        return self.other(y), self.indices(y)[0]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_fuse_max_pools_exactly(layout):
+    """fuse swaps the 3×3 pools for FusedMaxPool2d (values, ties, NaN and gradients as ATen's,
+    an in-place ReLU after one still differentiable) and leaves the others."""
+    model = Pools()
+    x = torch.randint(-3, 4, (2, 5, 13, 12)).double()
+    x[0, 0, 4, 4] = float("nan")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    expected = model(x)
+    grad_ref, = torch.autograd.grad(sum(e.nan_to_num(0).sum() for e in expected), x)
+    fuse(model)
+    assert type(model.ceil) is type(model.padded) is FusedMaxPool2d
+    assert type(model.other) is type(model.indices) is nn.MaxPool2d
+    assert (model.ceil.kernel_size, model.ceil.stride, model.ceil.ceil_mode) == (3, 2, True)
+    got = model(x)
+    assert "googlenet_fused" in type(model.ceil(x).grad_fn).__name__
+    for g, e in zip(got, expected):
+        assert torch.equal(g.nan_to_num(7.5), e.nan_to_num(7.5))
+    grad, = torch.autograd.grad(sum(g.nan_to_num(0).sum() for g in got), x)
+    assert torch.equal(grad, grad_ref)
 
 
 def test_fuse_plain_googlenet_is_fused_googlenet():
@@ -446,16 +487,16 @@ def _op_params(ref, dtype=torch.float32):
 @pytest.mark.parametrize("backend", ["native"] + (["triton"] if "triton" in CPU_BACKENDS else []))
 def test_op_returns_preactivations_and_opchecks(backend):
     """Both backends' ops follow one data flow: training=True returns each step's conv + bias
-    (what the backward differentiates LRN at) and the reductions (native: also the pooled x),
-    so the shared backward recomputes no convolution; training=False returns none of it and
-    refuses a backward."""
+    (what the backward differentiates LRN at) and the reductions (native: also the pooled x and
+    its taps), so the shared backward recomputes no convolution; training=False returns none of
+    it and refuses a backward."""
     from googlenet_fused import inception_op
 
     op = getattr(inception_op, f"inception_{backend}")
     ref = Inception(*ODD_CONFIGS[1])
     params = _op_params(ref)
     x = torch.randn(2, ODD_CONFIGS[1][0], 4, 3).contiguous(memory_format=torch.channels_last)
-    out, u_red, u_pool, u3, u5, red3, red5, pooled = op(x, *params, True)
+    out, u_red, u_pool, u3, u5, red3, red5, pooled, taps = op(x, *params, True)
     with torch.no_grad():
         torch.testing.assert_close(out, ref(x), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(u_red, F.conv2d(x, params[0], params[1]), rtol=1e-5,
@@ -468,10 +509,12 @@ def test_op_returns_preactivations_and_opchecks(backend):
                                    rtol=1e-5, atol=1e-6)
         if backend == "native":
             torch.testing.assert_close(pooled, F.max_pool2d(x, 3, 1, 1))
-        else:
-            assert pooled.numel() == 0  # pooled in registers: the backward pools again
+            assert taps.dtype == torch.uint8 and torch.equal(
+                taps, torch.ops.googlenet_fused.max_pool3x3_with_taps(x)[1])
+        else:  # pooled in registers: the backward pools again
+            assert pooled.numel() == 0 and taps.numel() == 0
     inference = op(x, *params, False)
-    assert all(inference[i].numel() == 0 for i in (1, 2, 3, 4, 7))
+    assert all(inference[i].numel() == 0 for i in (1, 2, 3, 4, 7, 8))
     xg = x.clone().requires_grad_()
     with pytest.raises(RuntimeError, match="training=False"):
         op(xg, *params)[0].sum().backward()
@@ -481,8 +524,11 @@ def test_op_returns_preactivations_and_opchecks(backend):
     torch.library.opcheck(op, (xg, *params, True))
 
 
-def test_native_op_gradcheck():
-    """The shared backward in float64 against finite differences, every input at once."""
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_native_op_gradcheck(input_grad):
+    """The shared backward in float64 against finite differences, every input at once; told
+    that x's gradient is not needed, the forward keeps no pool taps and the backward, asked for
+    it anyway, pools again."""
     from googlenet_fused.inception_op import inception_native
 
     torch.manual_seed(0)
@@ -490,7 +536,8 @@ def test_native_op_gradcheck():
     params = [p.requires_grad_() for p in _op_params(ref, torch.float64)]
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64).contiguous(
         memory_format=torch.channels_last).requires_grad_()
-    torch.autograd.gradcheck(lambda *a: inception_native(*a, True)[0], (x, *params))
+    assert (inception_native(x, *params, True, input_grad)[8].numel() > 0) == input_grad
+    torch.autograd.gradcheck(lambda *a: inception_native(*a, True, input_grad)[0], (x, *params))
 
 
 @pytest.mark.slow
