@@ -4,7 +4,8 @@
   relu per branch + torch.cat. CPU here; CUDA too when present.
 - lrn_relu_concat_backward (extension): the same shapes, vs the ATen formula of lrn.py per branch.
 - max_pool3x3 (extension, CPU only): the pool branch's pooling of 4a's input at batch 16, vs
-  F.max_pool2d(x, 3, 1, 1).
+  F.max_pool2d(x, 3, 1, 1); and, forward + backward, the stem's first pool (stride 2, ceil_mode)
+  at batch 8, channels_last, as FusedMaxPool2d runs it in training (one-byte taps) vs ATen's.
 - Triton kernels (GPU only): merged 1×1 reductions (three 1×1 convs + three LRN + three ReLU) and
   the pool projection (max pool + conv + LRN + ReLU), for 3a, 4a, 5b at batch 1, 32, 256.
 """
@@ -83,6 +84,26 @@ def test_max_pool3x3(benchmark, provider, layout):
     benchmark.group = f"max_pool3x3 4a input batch 16 {layout}"
     run_benchmark(benchmark, lambda: pool(x), dict(module="4a-pool", provider=provider, batch=16,
                                                    dtype="fp32", layout=layout))
+
+
+@pytest.mark.skipif(not ops.extension_available() or ON_GPU,
+                    reason="the extension's max pool is CPU-only (CUDA uses cuDNN's)")
+@pytest.mark.parametrize("provider", ["eager", "fused-extension"])
+def test_max_pool3x3_training(benchmark, provider):
+    x = torch.randn(8, 64, 112, 112).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn(8, 64, 56, 56).contiguous(memory_format=torch.channels_last)
+    pool = (lambda t: ops.max_pool3x3(t, 2, 0, True)) if provider == "fused-extension" else (
+        lambda t: F.max_pool2d(t, 3, 2, 0, ceil_mode=True))
+
+    def step():  # a fresh input gradient each time, as in a training step
+        x.grad = None
+        with torch.enable_grad():
+            pool(x).backward(grad)
+
+    benchmark.group = "max pool 3x3 stride 2 forward + backward, stem, batch 8 channels_last"
+    run_benchmark(benchmark, step, dict(module="stem-pool-fwd-bwd", provider=provider, batch=8,
+                                        dtype="fp32", layout="channels_last"))
 
 
 @pytest.mark.gpu
