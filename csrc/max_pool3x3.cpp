@@ -27,8 +27,8 @@
 
 #include <algorithm>
 #include <tuple>
-#include <utility>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace googlenet_fused {

@@ -311,10 +311,11 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
             elif type(child) is nn.LocalResponseNorm and backend != "reference":
                 setattr(parent, name, FusedLocalResponseNorm.from_module(child))
                 swapped["LocalResponseNorm"] += 1
-            elif (type(child) is nn.MaxPool2d and backend != "reference"
-                  and FusedMaxPool2d.from_module(child).kernel_arguments() is not None):
-                setattr(parent, name, FusedMaxPool2d.from_module(child))
-                swapped["MaxPool2d"] += 1
+            elif type(child) is nn.MaxPool2d and backend != "reference":
+                fused = FusedMaxPool2d.from_module(child)
+                if fused.kernel_arguments() is not None:  # else ATen's pool stays
+                    setattr(parent, name, fused)
+                    swapped["MaxPool2d"] += 1
             elif not isinstance(child, Inception):  # a module's branches stay the reference's
                 visit(child)
 
