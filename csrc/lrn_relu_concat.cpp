@@ -5,8 +5,9 @@
 // computes it branch by branch, with PyTorch's formula:
 //   b_c = a_c / (k + alpha/size * sum_{c' = c - size/2}^{c + (size-1)/2} a_c'^2) ** beta
 // The CPU kernel works on one of two layouts: "planar" (each channel's H*W pixels contiguous:
-// NCHW and its channel slices) and "channels-last" (channels contiguous at each pixel). An input
-// whose strides fit neither the output's layout is copied once into it.
+// NCHW and its channel slices) and "channels-last" (channels contiguous at each pixel).
+// Channels-last branches are read in place for an output of either layout; other inputs whose
+// strides do not fit the output's layout are copied once into it.
 #include "lrn_relu_concat.h"
 #include "layout.h"
 
@@ -155,15 +156,21 @@ void planar_kernel(const std::vector<at::Tensor>& branches, const std::vector<ac
   });
 }
 
-// Channels-last: a task is one pixel of one image; each branch's channels are contiguous there.
+// Channels-last branches: a task is a block of kBlock pixels of one image; each branch's
+// channels are contiguous at a pixel. A channels-last `out` is written pixel by pixel; a planar
+// one (an NCHW module output) gets the block staged as [pixel][channel] and stored plane by
+// plane, kBlock contiguous values per channel: an NCHW output costs no conversion pass.
 template <typename scalar_t, typename acc_t, bool kBeta075, int64_t kSize>
 void channels_last_kernel(const std::vector<at::Tensor>& branches, const std::vector<acc_t>& bias,
                           const at::Tensor& out, const LrnParams& p, const Norm<acc_t>& norm) {
-  const int64_t N = out.size(0), HW = out.size(2) * out.size(3);
+  constexpr int64_t kBlock = 16;
+  const int64_t N = out.size(0), C = out.size(1), HW = out.size(2) * out.size(3);
+  const int64_t blocks = (HW + kBlock - 1) / kBlock;
   int64_t max_c = 0;
   for (const auto& b : branches) max_c = std::max(max_c, b.size(1));
   const int64_t before = p.size / 2, after = (p.size - 1) / 2;
-  const int64_t out_ps = *pixel_stride(out);
+  const bool staged = !is_channels_last_like(out);
+  const int64_t out_ps = staged ? 1 : *pixel_stride(out);
   scalar_t* out_ptr = out.data_ptr<scalar_t>();
   struct View {
     const scalar_t* data;
@@ -176,32 +183,44 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const std::ve
     views.push_back({b.const_data_ptr<scalar_t>(), bias.data() + c, b.stride(0),
                      *pixel_stride(b), b.size(1)});
   }
-  at::parallel_for(0, N * HW, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, out.size(1))),
+  at::parallel_for(0, N * blocks, std::max<int64_t>(1, 1024 / std::max<int64_t>(1, C)),
                    [&](int64_t begin, int64_t end) {
     // padded[before + c] = a_c^2, zeros on both sides, so every window is a plain sum.
     std::vector<acc_t> padded(max_c + before + after, acc_t(0));
+    std::vector<scalar_t> stage(staged ? kBlock * C : 0);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / HW, px = task % HW;
-      scalar_t* dst = out_ptr + n * out.stride(0) + px * out_ps;
-      for (const View& b : views) {
-        const int64_t Cb = b.channels;
-        const scalar_t* src = b.data + n * b.image_stride + px * b.pixel_stride;
-        acc_t* sq = padded.data();
-        for (int64_t c = 0; c < Cb; ++c) {
-          const acc_t v = static_cast<acc_t>(src[c]) + b.bias[c];
-          sq[before + c] = v * v;
+      const int64_t n = task / blocks, px0 = (task % blocks) * kBlock;
+      const int64_t P = std::min(kBlock, HW - px0);
+      for (int64_t q = 0; q < P; ++q) {
+        const int64_t px = px0 + q;
+        scalar_t* dst = staged ? stage.data() + q * C
+                               : out_ptr + n * out.stride(0) + px * out_ps;
+        for (const View& b : views) {
+          const int64_t Cb = b.channels;
+          const scalar_t* src = b.data + n * b.image_stride + px * b.pixel_stride;
+          acc_t* sq = padded.data();
+          for (int64_t c = 0; c < Cb; ++c) {
+            const acc_t v = static_cast<acc_t>(src[c]) + b.bias[c];
+            sq[before + c] = v * v;
+          }
+          std::fill(sq + before + Cb, sq + before + Cb + after, acc_t(0));
+          // One pass: window sum and normalization per channel. A compile-time window (the
+          // network's 5) lets the compiler unroll the sum and vectorize over channels.
+          const int64_t size = kSize > 0 ? kSize : p.size;
+          for (int64_t c = 0; c < Cb; ++c) {
+            acc_t s = acc_t(0);
+            for (int64_t t = 0; t < size; ++t) s += sq[c + t];
+            dst[c] = static_cast<scalar_t>(
+                norm.template apply<kBeta075>(static_cast<acc_t>(src[c]) + b.bias[c], s));
+          }
+          dst += Cb;
         }
-        std::fill(sq + before + Cb, sq + before + Cb + after, acc_t(0));
-        // One pass: window sum and normalization per channel. A compile-time window (the
-        // network's 5) lets the compiler unroll the sum and vectorize over channels.
-        const int64_t size = kSize > 0 ? kSize : p.size;
-        for (int64_t c = 0; c < Cb; ++c) {
-          acc_t s = acc_t(0);
-          for (int64_t t = 0; t < size; ++t) s += sq[c + t];
-          dst[c] = static_cast<scalar_t>(
-              norm.template apply<kBeta075>(static_cast<acc_t>(src[c]) + b.bias[c], s));
+      }
+      if (staged) {
+        scalar_t* plane = out_ptr + n * out.stride(0) + px0;
+        for (int64_t c = 0; c < C; ++c, plane += out.stride(1)) {
+          for (int64_t q = 0; q < P; ++q) plane[q] = stage[q * C + c];
         }
-        dst += Cb;
       }
     }
   });
@@ -212,8 +231,14 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const std::ve
 void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in,
                                 const std::vector<at::Tensor>& biases, const at::Tensor& out,
                                 const LrnParams& p) {
-  const bool planar = is_planar(out);
-  const bool channels_last = !planar && out.stride(1) == 1 && pixel_stride(out).has_value();
+  // Channels-last branches are read in place for a channels-last out, and for a planar one
+  // too (the kernel stores transposed); a planar out of planar branches runs planar.
+  bool cl_branches = false;
+  for (const auto& b : branches_in) cl_branches = cl_branches || !is_planar(b);
+  for (const auto& b : branches_in) cl_branches = cl_branches && is_channels_last_like(b);
+  const bool out_cl = !is_planar(out) && out.stride(1) == 1 && pixel_stride(out).has_value();
+  const bool planar = is_planar(out) && !cl_branches;
+  const bool channels_last = out_cl || (is_planar(out) && cl_branches);
   if (!planar && !channels_last) {
     // An output whose pixels cannot be walked as one axis: compute densely, then copy.
     at::Tensor dense = at::empty(out.sizes(), out.options());

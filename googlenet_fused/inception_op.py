@@ -3,8 +3,8 @@
 The module's data flow is written once, here (:func:`module_forward`, :func:`_backward`); a
 backend only says which kernel runs each step (:class:`TritonSteps`, :class:`NativeSteps`).
 
-Forward, into one channels_last output whose four channel slices the branches fill in place
-(no torch.cat):
+Forward, into one output (channels_last, or NCHW with ``nchw_out``) whose four channel slices
+the branches fill in place (no torch.cat):
 
 1. What reads x: the 1×1 branch and the 3×3 / 5×5 reductions as one GEMM over their stacked
    weights, and the pool projection over max_pool3x3(x); each with bias + LRN + ReLU. The 1×1
@@ -123,6 +123,16 @@ def _new_like(x, channels):
                        memory_format=torch.channels_last)
 
 
+def _new_output(x, channels, nchw):
+    """The module output: channels_last, or NCHW-contiguous with ``nchw`` (the branches,
+    channels_last, are written into its slices as the backend can: the CPU LRN kernel stores
+    transposed, a Triton launch through a copy)."""
+    if not nchw:
+        return _new_like(x, channels)
+    N, _, H, W = x.shape
+    return torch.empty((N, channels, H, W), device=x.device, dtype=x.dtype)
+
+
 def _channels_last(t):
     """``t`` with the strides of a new channels_last tensor (what the fake kernel promises):
     ATen's convolution keeps NCHW strides where its input has one channel."""
@@ -131,15 +141,16 @@ def _channels_last(t):
 
 
 def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False,
-                   input_grad=True):
+                   input_grad=True, nchw_out=False):
     """The module's forward as ``steps`` runs it; returns (out, u_red, u_pool, u3, u5, red3,
-    red5, pooled, taps): the output and, with ``training``, what the backward needs (empty
-    tensors otherwise; ``pooled`` only from a backend that keeps it, and its ``taps``
-    (ops.max_pool3x3_with_taps) only where ``input_grad`` says x's gradient will be needed: the
-    pool branch's routing is the only use)."""
+    red5, pooled, taps): the output (channels_last, or NCHW-contiguous with ``nchw_out``) and,
+    with ``training``, what the backward needs (empty tensors otherwise; ``pooled`` only from a
+    backend that keeps it, and its ``taps`` (ops.max_pool3x3_with_taps) only where
+    ``input_grad`` says x's gradient will be needed: the pool branch's routing is the only
+    use)."""
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     x = x.contiguous(memory_format=torch.channels_last)  # once, for every step
-    out = _new_like(x, c1 + c3 + c5 + cp)
+    out = _new_output(x, c1 + c3 + c5 + cp, nchw_out)
     # 1. What reads x: 1×1 branch, both reductions, pool projection.
     u_red, u_pool, red3, red5, pooled, taps = steps.reads_x(
         x, w_red, b_red, wp, bp, (c1, c3r, c5r), out.narrow(1, 0, c1),
@@ -153,16 +164,17 @@ def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=Fals
     return (out, *(t if t is not None else x.new_empty(0) for t in saved))
 
 
-def _fake(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False, input_grad=True):
+def _fake(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False, input_grad=True,
+          nchw_out=False):
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
 
     def new(channels, keep=True, dtype=None):  # what module_forward returns, empty or kept
         return _new_like(x, channels).to(dtype or x.dtype) if keep else x.new_empty(0)
 
     kept = training and steps.keeps_pooled
-    return (new(c1 + c3 + c5 + cp), new(c1 + c3r + c5r, training), new(cp, training),
-            new(c3, training), new(c5, training), new(c3r), new(c5r), new(x.shape[1], kept),
-            new(x.shape[1], kept and input_grad, ops.pool_taps_dtype(x)))
+    return (_new_output(x, c1 + c3 + c5 + cp, nchw_out), new(c1 + c3r + c5r, training),
+            new(cp, training), new(c3, training), new(c5, training), new(c3r), new(c5r),
+            new(x.shape[1], kept), new(x.shape[1], kept and input_grad, ops.pool_taps_dtype(x)))
 
 
 def _setup_context(ctx, inputs, output):
@@ -233,7 +245,8 @@ def _backward(ctx, grad, *_):
 
 
 _SCHEMA = ("(Tensor x, Tensor w_red, Tensor b_red, Tensor w3, Tensor b3, Tensor w5, Tensor b5, "
-           "Tensor wp, Tensor bp, bool training=False, bool input_grad=True) -> ("
+           "Tensor wp, Tensor bp, bool training=False, bool input_grad=True, "
+           "bool nchw_out=False) -> ("
            + ", ".join(["Tensor"] * OUTPUTS) + ")")
 
 

@@ -66,6 +66,20 @@ def test_out_into_slice_leaves_the_rest(dtype, layout):
     assert (big[:, :5] == 1234).all() and (big[:, 18:] == 1234).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(1, 1), (5, 7), (14, 14)])
+def test_channels_last_branches_into_nchw_out(dtype, hw):
+    """An NCHW module output filled from channels_last branches: the kernel reads them in place
+    and stores a block of pixels per task transposed (14×14 = 196 pixels: a partial last block),
+    into the whole tensor or a channel slice, leaving the rest alone."""
+    branches = make([(3, c, *hw) for c in (192, 17, 48, 1, 5)], dtype, "channels_last")
+    check(branches, out=torch.full((3, 263, *hw), float("nan"), dtype=dtype))
+    big = torch.full((3, 270, *hw), 1234.0, dtype=dtype)
+    got = check(branches, out=big[:, 3:266])
+    assert got.data_ptr() == big[:, 3:266].data_ptr()
+    assert (big[:, :3] == 1234).all() and (big[:, 266:] == 1234).all()
+
+
 def test_single_branch_lrn_relu():
     x, = make([(4, 11, 3, 3)])
     torch.testing.assert_close(ops.lrn_relu(x), reference([x]), rtol=1e-5, atol=1e-6)

@@ -522,6 +522,12 @@ def test_op_returns_preactivations_and_opchecks(backend):
         torch.library.opcheck(op, (x, *params, training),
                               test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(op, (xg, *params, True))
+    # An NCHW output (what FusedInception asks of the native CPU backend for NCHW input): the
+    # same values, and the fake kernel promises its strides.
+    nchw = op(x, *params, True, True, True)[0]
+    assert nchw.is_contiguous()
+    torch.testing.assert_close(nchw, out, rtol=0, atol=0)
+    torch.library.opcheck(op, (xg, *params, True, True, True))
 
 
 @pytest.mark.parametrize("input_grad", [True, False])
