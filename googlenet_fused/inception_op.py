@@ -186,13 +186,29 @@ def _setup_context(ctx, inputs, output):
 
 
 def _conv_backward(grad, inp, weight, needs, padding=0):
-    """(input, weight, bias) gradients of conv2d(inp, weight, bias, padding) in one ATen call;
-    None where ``needs`` (three bools) says not needed."""
+    """(input, weight, bias) gradients of conv2d(inp, weight, bias, padding); None where
+    ``needs`` (three bools) says not needed. A 1×1 convolution's are GEMMs over the pixel rows
+    of the channels_last tensors (input: grad @ W, weight: gradᵀ @ inp, bias: column sums in
+    fp32 at least), in its weight's layout: ATen's convolution backward runs the same GEMMs
+    but reorders around them and converts the weight gradient (CPU, the network's merged 1×1s
+    at batch 8: 0.1-0.8 ms more per call). Other kernels: one ATen call."""
     if not any(needs):
         return None, None, None
-    return torch.ops.aten.convolution_backward(grad, inp, weight, [weight.shape[0]], [1, 1],
-                                               [padding, padding], [1, 1], False, [0, 0], 1,
-                                               list(needs))
+    if weight.shape[-2:] != (1, 1) or padding:
+        return torch.ops.aten.convolution_backward(grad, inp, weight, [weight.shape[0]], [1, 1],
+                                                   [padding, padding], [1, 1], False, [0, 0],
+                                                   1, list(needs))
+
+    def rows(t):  # [N·H·W, C]: a view of a channels_last tensor
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+
+    g, w = rows(grad), weight.reshape(weight.shape[:2])
+    N, cin, H, W = inp.shape
+    gx = torch.mm(g, w).view(N, H, W, cin).permute(0, 3, 1, 2) if needs[0] else None
+    gw = torch.mm(g.t(), rows(inp)).view(weight.shape) if needs[1] else None
+    gb = g.sum(0, dtype=torch.promote_types(g.dtype, torch.float32)).to(g.dtype) if needs[2] \
+        else None
+    return gx, gw, gb
 
 
 def _backward(ctx, grad, *_):
