@@ -369,6 +369,38 @@ def test_gradients_match_reference(backend):
         torch.testing.assert_close(g_fused, g_ref, **tol)
 
 
+class _LrnInFloat(nn.Module):
+    """An LRN computed in fp32 and rounded to its input's dtype: ATen's CPU LRN has no fp16 /
+    bf16 kernel, everything else of plain low-precision PyTorch does."""
+
+    def __init__(self, lrn):
+        super().__init__()
+        self.lrn = lrn
+
+    def forward(self, x):
+        return self.lrn(x.float()).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_native_gradients(dtype):
+    """Training in fp16 / bf16 on CPU: the input's and every parameter's gradient against the
+    float64 reference's, no worse than plain PyTorch's in that dtype (its convolutions and
+    ReLUs in the dtype, its LRN through fp32). The merged 1×1s' gradients are GEMMs in it."""
+    torch.manual_seed(0)
+    ref, fused = pair(INCEPTION_CONFIGS["4a"], "native", dtype)
+    ref64 = Inception(*INCEPTION_CONFIGS["4a"]).double()
+    ref64.load_state_dict(ref.state_dict())
+    for branch in (ref.case1, ref.case2, ref.case3, ref.case4):
+        for i, layer in enumerate(branch):
+            if isinstance(layer, nn.LocalResponseNorm):
+                branch[i] = _LrnInFloat(layer)
+    x = torch.randn(2, 480, 7, 7).to(dtype)
+    names = ["x"] + [name for name, _ in fused.named_parameters()]
+    for name, got, g64, lowp in zip(names, _grads(fused, x), _grads(ref64, x.double()),
+                                    _grads(ref, x)):
+        assert_matches(got, g64, lowp, what=f"{dtype} gradient of {name}")
+
+
 @pytest.mark.parametrize("fold", [False, True])
 def test_stem_relu_after_pool_is_exact(fold, monkeypatch):
     """fuse takes a convolution's ReLU and max pool into it and moves the ReLU (and, folding,
