@@ -174,6 +174,33 @@ def test_nan_and_inf_propagate_like_pytorch(layout):
     torch.testing.assert_close(got, ref, equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_extreme_magnitudes_like_pytorch_fp32(relu, layout):
+    """fp32 channels_last takes d^-3/4 from reciprocal square root estimates: over magnitudes
+    from 1e-3 to 1e6, squares that overflow (3e19: PyTorch's fp32 gives 0 there too), ±inf and
+    NaN, the same NaN and inf as ATen's fp32 LRN and values within 1e-6 of float64's (37
+    channels: two full vectors of 16 and a tail)."""
+    x = torch.randn(4, 37, 9, 9) * torch.logspace(-3, 6, 37).view(1, 37, 1, 1)
+    x[0, 3, 2, 2], x[1, 5, 1, 1], x[2, 7, 0, 0], x[3, 9, 3, 3] = (
+        float("nan"), float("inf"), -float("inf"), 3e19)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = ops.lrn_relu_concat([x], *LRN, relu=relu)
+    ref32 = F.local_response_norm(x, *LRN)
+    ref64 = F.local_response_norm(x.double(), *LRN)
+    if relu:
+        ref32, ref64 = F.relu(ref32), F.relu(ref64)
+    assert torch.equal(torch.isnan(got), torch.isnan(ref32))
+    assert torch.equal(torch.isinf(got), torch.isinf(ref32))
+    finite = torch.isfinite(ref32) & (ref32 != 0)
+    assert finite.sum() > 0.4 * x.numel()  # the comparison covers most values
+    rel = (got.double() - ref64).abs()[finite] / ref64.abs()[finite]
+    assert rel.max() < 1e-6, rel.max()
+    torch.testing.assert_close(got[~finite & ~torch.isnan(ref32)],
+                               ref32[~finite & ~torch.isnan(ref32)], rtol=0, atol=0)
+
+
 def test_bad_input_errors():
     a = torch.randn(2, 3, 4, 4)
     with pytest.raises(ValueError, match="at least one branch"):
