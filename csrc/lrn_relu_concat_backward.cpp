@@ -197,8 +197,10 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
         o_ps.push_back(*pixel_stride(grads[i]));
       }
       // A task is kBlock consecutive pixels of one image. A grad_out with strided channels
-      // (NCHW) is read per branch as kBlock contiguous values of each plane, transposed into
-      // `gathered` ([pixel][channel]) so each pixel's channels are contiguous again.
+      // (NCHW) is transposed per branch into `gathered` ([pixel][channel]) so each pixel's
+      // channels are contiguous again, pixel by pixel: contiguous stores, the strided loads
+      // vectorized as gathers (the other loop order, a plane's kBlock values at a time with
+      // strided stores, took 0.2 ms more of 4a's 1.5 ms).
       constexpr int64_t kBlock = 16;
       const int64_t blocks = (HW + kBlock - 1) / kBlock;
       at::parallel_for(0, N * blocks, std::max<int64_t>(1, 256 / std::max<int64_t>(1, offset)),
@@ -213,8 +215,8 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
             const int64_t Cb = b.size(1);
             const scalar_t* g0 = g_ptr + n * grad_out.stride(0) + px0 * g_ps + offsets[i] * g_cs;
             if (g_cs != 1) {
-              for (int64_t c = 0; c < Cb; ++c) {
-                for (int64_t q = 0; q < P; ++q) gathered[q * Cb + c] = g0[c * g_cs + q * g_ps];
+              for (int64_t q = 0; q < P; ++q) {
+                for (int64_t c = 0; c < Cb; ++c) gathered[q * Cb + c] = g0[c * g_cs + q * g_ps];
               }
             }
             for (int64_t q = 0; q < P; ++q) {
