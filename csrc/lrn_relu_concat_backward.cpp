@@ -25,7 +25,12 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace googlenet_fused {
 namespace {
@@ -145,6 +150,39 @@ void backward_block(const scalar_t* a, int64_t a_c, const acc_t* bias, const sca
   }
 }
 
+#if defined(__AVX512F__)
+// dst[q * ld_dst + i] = src[i * ld_src + q] for a 16 × 16 block of floats, in registers:
+// pairs of rows interleaved (32 bits, then 64), then 128-bit lanes exchanged.
+inline void transpose16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_src);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4g + k], lane j: rows 4g..4g+3 of column 4j + k.
+  for (int g = 0; g < 4; ++g) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * g]), t1 = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * g + 2]), t3 = _mm512_castps_pd(t[4 * g + 3]);
+    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  // Column 4j + k takes lane j of u[k], u[4 + k], u[8 + k], u[12 + k].
+  for (int k = 0; k < 4; ++k) {
+    const __m512 b0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x44);
+    const __m512 b1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xEE);
+    const __m512 b2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x44);
+    const __m512 b3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xEE);
+    _mm512_storeu_ps(dst + k * ld_dst, _mm512_shuffle_f32x4(b0, b2, 0x88));
+    _mm512_storeu_ps(dst + (4 + k) * ld_dst, _mm512_shuffle_f32x4(b0, b2, 0xDD));
+    _mm512_storeu_ps(dst + (8 + k) * ld_dst, _mm512_shuffle_f32x4(b1, b3, 0x88));
+    _mm512_storeu_ps(dst + (12 + k) * ld_dst, _mm512_shuffle_f32x4(b1, b3, 0xDD));
+  }
+}
+#endif
+
 // The CPU kernel writes all gradients in one layout, planar or channels-last-like; other
 // destinations get a computed copy (lrn_relu_concat_backward_into).
 bool cpu_writes_in_place(const std::vector<at::Tensor>& grads) {
@@ -215,8 +253,21 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
             const int64_t Cb = b.size(1);
             const scalar_t* g0 = g_ptr + n * grad_out.stride(0) + px0 * g_ps + offsets[i] * g_cs;
             if (g_cs != 1) {
+              int64_t done = 0;  // channels transposed in 16 × 16 blocks
+#if defined(__AVX512F__)
+              if constexpr (std::is_same_v<scalar_t, float>) {
+                if (P == kBlock && g_ps == 1) {
+                  // (the casts only compile the other dtypes' dispatch cases; float's are no-ops)
+                  const float* from = reinterpret_cast<const float*>(g0);
+                  float* to = reinterpret_cast<float*>(gathered.data());
+                  for (; done + 16 <= Cb; done += 16) {
+                    transpose16x16(from + done * g_cs, g_cs, to + done, Cb);
+                  }
+                }
+              }
+#endif
               for (int64_t q = 0; q < P; ++q) {
-                for (int64_t c = 0; c < Cb; ++c) gathered[q * Cb + c] = g0[c * g_cs + q * g_ps];
+                for (int64_t c = done; c < Cb; ++c) gathered[q * Cb + c] = g0[c * g_cs + q * g_ps];
               }
             }
             for (int64_t q = 0; q < P; ++q) {

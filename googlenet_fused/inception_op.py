@@ -187,14 +187,16 @@ def _setup_context(ctx, inputs, output):
 
 def _conv_backward(grad, inp, weight, needs, padding=0):
     """(input, weight, bias) gradients of conv2d(inp, weight, bias, padding); None where
-    ``needs`` (three bools) says not needed. A 1×1 convolution's are GEMMs over the pixel rows
-    of the channels_last tensors (input: grad @ W, weight: gradᵀ @ inp, bias: column sums in
-    fp32 at least), in its weight's layout: ATen's convolution backward runs the same GEMMs
-    but reorders around them and converts the weight gradient (CPU, the network's merged 1×1s
-    at batch 8: 0.1-0.8 ms more per call). Other kernels: one ATen call."""
+    ``needs`` (three bools) says not needed. On CPU a 1×1 convolution's are GEMMs over the
+    pixel rows of the channels_last tensors (input: grad @ W, weight: gradᵀ @ inp, bias:
+    column sums in fp32 at least), in its weight's layout: oneDNN's convolution backward runs
+    the same GEMMs but reorders around them and converts the weight gradient (the network's
+    merged 1×1s at batch 8: 0.1-0.8 ms more per call). Other kernels, and CUDA (where fp32
+    convolutions follow torch.backends.cudnn's precision setting, not matmul's, as the
+    reference's do): one ATen call."""
     if not any(needs):
         return None, None, None
-    if weight.shape[-2:] != (1, 1) or padding:
+    if weight.shape[-2:] != (1, 1) or padding or grad.device.type != "cpu":
         return torch.ops.aten.convolution_backward(grad, inp, weight, [weight.shape[0]], [1, 1],
                                                    [padding, padding], [1, 1], False, [0, 0],
                                                    1, list(needs))
