@@ -290,9 +290,9 @@ void lrn_relu_concat_cpu_kernel(const std::vector<at::Tensor>& branches_in,
                                 const LrnParams& p) {
   // Channels-last branches are read in place for a channels-last out, and for a planar one
   // too (the kernel stores transposed); a planar out of planar branches runs planar.
-  bool cl_branches = false;
-  for (const auto& b : branches_in) cl_branches = cl_branches || !is_planar(b);
-  for (const auto& b : branches_in) cl_branches = cl_branches && is_channels_last_like(b);
+  const bool cl_branches =
+      std::all_of(branches_in.begin(), branches_in.end(), is_channels_last_like) &&
+      !std::all_of(branches_in.begin(), branches_in.end(), is_planar);
   const bool out_cl = !is_planar(out) && out.stride(1) == 1 && pixel_stride(out).has_value();
   const bool planar = is_planar(out) && !cl_branches;
   const bool channels_last = out_cl || (is_planar(out) && cl_branches);

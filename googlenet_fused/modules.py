@@ -110,6 +110,7 @@ class FusedInception(Inception):
         check_input(x, self.in_size, type(self).__name__)
         _check_device(x, self)
         backend = backends.select(self.backend, x)
+        layout = layout_of(x)
         if backend == "reference":
             out = super().forward(x)
         else:
@@ -120,10 +121,10 @@ class FusedInception(Inception):
             # channels_last before the op, where autograd sees it: the op saves the converted
             # input for its weight gradients (no conversion in the backward).
             x_cl = x.contiguous(memory_format=torch.channels_last)
-            nchw_out = (layout_of(x) == torch.contiguous_format
+            nchw_out = (layout == torch.contiguous_format
                         and backends.writes_nchw_output(backend, x))
             out = op(x_cl, *params, training, x.requires_grad, nchw_out)[0]
-        return out.contiguous(memory_format=layout_of(x))  # no copy when it already is
+        return out.contiguous(memory_format=layout)  # no copy when it already is
 
 
 class FusedLocalResponseNorm(nn.LocalResponseNorm):
