@@ -72,19 +72,22 @@ def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per_s=None):
+def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per_s=None,
+                pool=False):
     """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
     launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
     ``groups`` are the branches it stacks (tiling.plan); the taps' channels, flattened, are
     padded to the launch's K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU
     only (no halo columns, no window product), as the launcher plans it (window 1). With
-    ``l2_bytes_per_s`` the config is chosen with the L2 operand traffic as a ceiling too."""
+    ``l2_bytes_per_s`` the config is chosen with the L2 operand traffic as a ceiling too.
+    ``pool``: the launch has pool tiles (the configs it may run differ)."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
     size = LRN_SIZE if lrn else 1
     step = tiling.k_step(ks * ks * cin)
     k_total = math.ceil(ks * ks * cin / step) * step
     best = None
-    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, size, rows, ITEM[dtype], step):
+    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, size, rows, ITEM[dtype], step,
+                                   pool=pool):
         columns = len(tiling.plan(groups, size, bn)) * bn
         padded_rows = math.ceil(rows / bm) * bm
         window = WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns if lrn else 0.0
@@ -108,7 +111,7 @@ def fused_module(cfg, n, s, dtype, l2_bytes_per_s=None):
     l2 = dict(l2_bytes_per_s=l2_bytes_per_s)
     return [
         triton_gemm("1×1 GEMM (reductions + pool projection)", n, s, 1, cin, ones, item, dtype,
-                    **l2),
+                    pool=True, **l2),
         triton_gemm("3×3 GEMM", n, s, 3, c3r, ((c3,),), item, dtype, **l2),
         triton_gemm("5×5 GEMM", n, s, 5, k5, ((c5,),), item, dtype, **l2),
     ]

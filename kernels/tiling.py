@@ -18,10 +18,12 @@ import math
 # follows K (k_step). 3-4 stages of cp.async hide HBM latency behind the wgmma of the previous
 # steps; narrow N where rounding the branches up to a wide tile would waste. BLOCK_N stops at
 # 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256 (and at
-# 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and 3.8), and
-# so did 128×128 (triton 3.8: 35 of its 48 variants at 8 warps, all 48 at 16 warps, whose 512
-# threads get 128 registers each), though its operand reuse is what L2 bandwidth may want;
-# 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). A pool tile's
+# 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and 3.8);
+# 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). 256×64 moves fewer
+# operand bytes from L2 per FLOP (51 FLOP per byte; 128×64: 43, 64×64: 32), which may be what
+# bounds these GEMMs (benchmarks/roofline.py's L2 line), but compiles without spills only in
+# some launches (WIDE below); 128×128 (64 per byte) spilled in bf16 under triton 3.6 in every
+# launch (16 B per thread and more). A pool tile's
 # loop runs at a K step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in
 # the same shared memory. tests/test_codegen.py compiles each config in every dtype and checks
 # all of this.
@@ -30,6 +32,7 @@ CONFIGS = [
     (64, 64, 8, 4),
     (128, 64, 8, 4),
     (64, 128, 8, 3),
+    (256, 64, 8, 3),
 ]
 # Measured exclusions (sm_90 compiles of every launch, triton 3.6 and 3.8): 128×64 spilled in
 # fp32 in the 1×1 launch with pool tiles (24-56 B per thread when it also stores the
@@ -38,6 +41,11 @@ CONFIGS = [
 # fp32) and 128×64 in fp16 (48 B).
 FP32_EXCLUDED = {(128, 64, 8, 4)}
 TRAINING_POOL_EXCLUDED = {(128, 64, 8, 4), (64, 128, 8, 3)}
+# 256×64 spilled (sm_90) in launches with pool tiles and in training (the pre-activation store:
+# 96-104 B per thread under triton 3.6, in bf16 and fp16); in fp32 its three stages at a K step
+# of 64 need 240 KB of shared memory.
+WIDE = {(256, 64, 8, 3)}
+FP32_EXCLUDED |= WIDE
 POOL_K = {2: 32, 4: 16}  # K step of pool tiles by operand bytes
 
 
@@ -49,16 +57,18 @@ def k_step(k: int) -> int:
     return min((64, 32), key=lambda step: (-(-k // step) * step, -step))
 
 
-def usable(config, itemsize: int, step: int = 64, pool_and_training: bool = False) -> bool:
+def usable(config, itemsize: int, step: int = 64, *, pool: bool = False,
+           training: bool = False) -> bool:
     """Whether ``config`` may run a launch with ``itemsize``-byte operands and K step ``step``
-    (``pool_and_training``: a launch with pool tiles that also stores pre-activations): not
+    (``pool``: the launch has pool tiles; ``training``: it also stores pre-activations): not
     excluded above, and every thread's share of each operand tile (A: BLOCK_M × step,
     B: step × BLOCK_N; pool tiles at POOL_K) at least one 16-byte cp.async copy."""
     bm, bn, warps, _ = config
     threads = 32 * warps
     shares = [bm * step, step * bn, bm * POOL_K[itemsize], POOL_K[itemsize] * bn]
     return ((itemsize != 4 or tuple(config) not in FP32_EXCLUDED)
-            and not (pool_and_training and tuple(config) in TRAINING_POOL_EXCLUDED)
+            and not (pool and training and tuple(config) in TRAINING_POOL_EXCLUDED)
+            and not ((pool or training) and tuple(config) in WIDE)
             and all(n * itemsize // threads >= 16 for n in shares))
 
 
@@ -105,22 +115,30 @@ def plan(groups, size: int, block_n: int) -> list[tuple[int, int, int]]:
     return tiles
 
 
+def even_plan(groups, size: int) -> bool:
+    """Whether every channel count of ``groups`` and every tile start and store bound of their
+    plans (at each BLOCK_N of CONFIGS) is even: then the kernel stores channel pairs (its
+    EVEN)."""
+    plans = [plan(groups, size, bn) for bn in {cfg[1] for cfg in CONFIGS}]
+    return (all(c % 2 == 0 for channels in groups for c in channels)
+            and all(v % 2 == 0 for tiles in plans for tile in tiles for v in tile))
+
+
 def waste(groups, size: int, block_n: int) -> float:
     """Computed columns per stored column (1.0 = no waste)."""
     total = sum(sum(channels) for channels in groups)
     return len(plan(groups, size, block_n)) * block_n / total if total else 1.0
 
 
-def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 64,
-          pool_and_training: bool = False):
+def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 64, **launch):
     """The configs worth timing for one GEMM: the BLOCK_N of least column waste and every wider
     one, and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49). A wider tile computes
     more wasted columns but moves fewer operand bytes from L2 per FLOP ((BLOCK_M + BLOCK_N) · K
     bytes per 2 · BLOCK_M · BLOCK_N · K FLOPs), and with tiles this small that traffic, not the
     tensor cores, may bound the GEMM (benchmarks/roofline.py's L2 line): the autotuner measures
-    which wins. A narrower tile than the least-waste one loses on both counts."""
-    configs = [cfg for cfg in configs
-               if usable(cfg, itemsize, step, pool_and_training)] or configs
+    which wins. A narrower tile than the least-waste one loses on both counts. ``launch``:
+    usable's pool and training."""
+    configs = [cfg for cfg in configs if usable(cfg, itemsize, step, **launch)] or configs
     by_n = {cfg[1]: waste(groups, size, cfg[1]) for cfg in configs}
     best = min(by_n.values())
     narrowest = min(bn for bn, w in by_n.items() if w <= best * (1 + 1e-9))

@@ -8,7 +8,7 @@ triton backend's own forward (inception_op.module_forward with TritonSteps: redu
 the pool projection folded in, conv_lrn_relu for the 3×3 and 5×5 branches) runs for inference
 and for training on CPU tensors, the kernel swapped for a recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
 "divisible by 16", pointer alignment) and compiled for every config of its autotune list that
-the launch admits (tiling.usable: dtype and K step).
+the launch admits (tiling.usable: dtype, K step and what the launch stores).
 Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
 module and batch that use it; the JSON rows name the files.
 Run in its own process: the tests use the interpreter (TRITON_INTERPRET=1), whose functions
@@ -101,7 +101,7 @@ def main(argv=None):
             itemsize = DTYPES[dtype].itemsize
             for cfg in [c for c in recorder.autotuner.configs
                         if tiling.usable(K.config_tuple(c), itemsize, constexprs["BLOCK_K"],
-                                         constexprs["POOL"] and constexprs["SAVE_U"])]:
+                                         pool=constexprs["POOL"], training=constexprs["SAVE_U"])]:
                 kwargs = dict(constexprs, **cfg.kwargs, num_warps=cfg.num_warps,
                               num_stages=cfg.num_stages)
                 bound, specialization, options = binder(*args, **kwargs)

@@ -10,8 +10,8 @@ The Triton kernels are compiled by tests/aot_compile.py for every config of thei
 in fp32 / fp16 / bf16, specialized as their launcher specializes them for the nine modules at
 batch 1, 32 and 256 (channels_last), and each variant is checked: no spills (cubin), shared memory
 within the H200's 227 KB, Hopper tensor-core MMA (wgmma), operand loads as 16-byte cp.async
-copies with more than one group in flight (the software pipeline is real), and a bounded number
-of variants.
+copies with more than one group in flight (the software pipeline is real), channel pairs (or
+more) per store in the single-branch launches, and a bounded number of variants.
 GF_CODEGEN_DUMP=DIR keeps each cubin, its SASS and the ptxas log there, and each Triton
 variant's PTX and cubin (named by kernel, dtype, config, module and batch).
 """
@@ -194,6 +194,25 @@ def test_triton_wgmma_and_pipelined_16_byte_operand_loads(triton_variants):
         in_flight = [int(n) for n in re.findall(r"cp\.async\.wait_group\s+(\d+)", ptx)]
         assert in_flight and max(in_flight) >= v["num_stages"] - 2, (
             f"{what}: num_stages={v['num_stages']} but cp.async waits {sorted(set(in_flight))}")
+
+
+@pytest.mark.slow
+def test_triton_single_branch_launches_store_channel_pairs(triton_variants):
+    """The 3×3, 5×5 and stem launches (one branch; every channel bound of GoogLeNet's is even,
+    the kernel's EVEN) store two channels per instruction or more: no single 16-bit value in
+    fp16 / bf16, no single 32-bit one in fp32. (The 1×1 launch's four branch stores still move
+    single values.)"""
+    itemsize = {"fp32": 4, "fp16": 2, "bf16": 2}
+    checked = 0
+    for v in triton_variants["variants"].values():
+        if v["kernel"].startswith("1x1"):
+            continue
+        stores = re.findall(r"st\.global(?:\.v(\d))?\.b(\d+)", v["ptx_text"])
+        widths = {int(n or 1) * int(bits) // 8 for n, bits in stores}
+        assert widths and min(widths) >= 2 * itemsize[v["dtype"]], (
+            f"{v['kernel']} {v['dtype']} {v['config']}: stores of {sorted(widths)} bytes")
+        checked += 1
+    assert checked
 
 
 @pytest.mark.slow
