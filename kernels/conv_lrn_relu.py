@@ -141,6 +141,19 @@ def _conv_lrn_relu_kernel(
     h = (m // W) % H   # for the pool and KS > 1 (folded away in a 1×1 launch without pool tiles)
     w = m % W
 
+    branch = ((c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
+              + (c >= C0 + C1 + C2).to(tl.int32))
+    if LRN:
+        # The window product's 0/1 band (see the epilogue), built before the K loop: it waits
+        # in shared memory (BLOCK_N² · 2 bytes) instead of being built in the registers the
+        # epilogue needs; 128 × 128 tiles compile without spills only so.
+        offset = c[:, None] - c[None, :]
+        in_window = ((branch[:, None] == branch[None, :]) & (offset >= -HALO_LO)
+                     & (offset <= HALO_HI))
+        band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (interpreter: bool -> bf16 wrong)
+        if UPCAST:
+            band = band.to(tl.float32)
+
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     pool_tile = False
     if POOL:
@@ -197,8 +210,6 @@ def _conv_lrn_relu_kernel(
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         bias = tl.load(b_ptr + c, mask=c_mask & (c < POOL_FROM), other=0.0).to(tl.float32)
     u = acc + bias[None, :]        # columns past the tile's branches are exactly 0
-    branch = ((c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
-              + (c >= C0 + C1 + C2).to(tl.int32))
 
     y = u
     if RELU_FIRST:
@@ -206,12 +217,6 @@ def _conv_lrn_relu_kernel(
     if LRN:
         # Window sums s[:, i] = sum_j y[:, j]^2 * band[j, i], y² split into bf16 terms (each
         # term exact in the dot, the sum in fp32): 8 more bits of y² per term.
-        offset = c[:, None] - c[None, :]
-        in_window = ((branch[:, None] == branch[None, :]) & (offset >= -HALO_LO)
-                     & (offset <= HALO_HI))
-        band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (interpreter: bool -> bf16 wrong)
-        if UPCAST:
-            band = band.to(tl.float32)
         rest = y * y
         s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for _ in tl.static_range(WINDOW_TERMS):

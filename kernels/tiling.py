@@ -17,13 +17,12 @@ import math
 # Hopper candidates (BLOCK_M, BLOCK_N, num_warps, num_stages); the K step is not tuned, it
 # follows K (k_step). 3-4 stages of cp.async hide HBM latency behind the wgmma of the previous
 # steps; narrow N where rounding the branches up to a wide tile would waste. BLOCK_N stops at
-# 128: the window product's [BLOCK_N, BLOCK_N] band is built in registers, and at 256 (and at
-# 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6 and 3.8);
-# 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). 256×64 moves fewer
-# operand bytes from L2 per FLOP (51 FLOP per byte; 128×64: 43, 64×64: 32), which may be what
-# bounds these GEMMs (benchmarks/roofline.py's L2 line), but compiles without spills only in
-# some launches (WIDE below); 128×128 (64 per byte) spilled in bf16 under triton 3.6 in every
-# launch (16 B per thread and more). A pool tile's
+# 128: the window product's [BLOCK_N, BLOCK_N] band takes registers while it is built, and at
+# 256 (and at 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6
+# and 3.8); 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). The two
+# WIDE tiles move fewer operand bytes from L2 per FLOP (128×128: 64 FLOP per byte, 256×64: 51;
+# 128×64: 43, 64×64: 32), which may be what bounds these GEMMs (benchmarks/roofline.py's L2
+# line), but compile without spills only in some launches (below). A pool tile's
 # loop runs at a K step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in
 # the same shared memory. tests/test_codegen.py compiles each config in every dtype and checks
 # all of this.
@@ -33,6 +32,7 @@ CONFIGS = [
     (128, 64, 8, 4),
     (64, 128, 8, 3),
     (256, 64, 8, 3),
+    (128, 128, 8, 3),
 ]
 # Measured exclusions (sm_90 compiles of every launch, triton 3.6 and 3.8): 128×64 spilled in
 # fp32 in the 1×1 launch with pool tiles (24-56 B per thread when it also stores the
@@ -41,11 +41,11 @@ CONFIGS = [
 # fp32) and 128×64 in fp16 (48 B).
 FP32_EXCLUDED = {(128, 64, 8, 4)}
 TRAINING_POOL_EXCLUDED = {(128, 64, 8, 4), (64, 128, 8, 3)}
-# 256×64 spilled (sm_90) in launches with pool tiles and in training (the pre-activation store:
-# 96-104 B per thread under triton 3.6, in bf16 and fp16); in fp32 its three stages at a K step
-# of 64 need 240 KB of shared memory.
-WIDE = {(256, 64, 8, 3)}
-FP32_EXCLUDED |= WIDE
+# The WIDE tiles spilled in launches with pool tiles (8-1300 B per thread) and in training (the
+# pre-activation store: 8-130 B), under triton 3.6 or 3.8; 256×64 in fp32 needs 248 KB of
+# shared memory (three stages at a K step of 64, and the band).
+WIDE = {(256, 64, 8, 3), (128, 128, 8, 3)}
+FP32_EXCLUDED |= {(256, 64, 8, 3)}
 POOL_K = {2: 32, 4: 16}  # K step of pool tiles by operand bytes
 
 
