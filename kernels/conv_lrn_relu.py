@@ -100,7 +100,7 @@ def _conv_lrn_relu_kernel(
     DOT_PRECISION: tl.constexpr,      # "tf32" or "ieee" for fp32 operands
     WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
     SAVE_U: tl.constexpr,             # also store conv + bias, before LRN (for the backward)
-    EVEN: tl.constexpr,               # every channel bound and tile start is even (launcher)
+    EVEN: tl.constexpr,               # every channel bound, tile start, destination stride even
     POOL_K: tl.constexpr,             # K step of pool tiles: their operand is the max of 9 loads
     BLOCK_K: tl.constexpr,            # K step of the other tiles (tiling.k_step)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -128,10 +128,18 @@ def _conv_lrn_relu_kernel(
         start = tl.multiple_of(start, 2)
         store_lo = tl.multiple_of(store_lo, 2)
         store_hi = tl.multiple_of(store_hi, 2)
-        C0 = tl.multiple_of(C0, 2)
-        C1 = tl.multiple_of(C1, 2)
-        C2 = tl.multiple_of(C2, 2)
-        POOL_FROM = tl.multiple_of(POOL_FROM, 2)
+        # A hint on an argument does not reach the compiler's analysis; twice its half (the
+        # same value, it is even) does.
+        C0 = C0 // 2 * 2
+        C1 = C1 // 2 * 2
+        C2 = C2 // 2 * 2
+        POOL_FROM = POOL_FROM // 2 * 2
+        o0m = o0m // 2 * 2   # (4b's and 4c's 24-channel reduction: a stride of 24)
+        o1m = o1m // 2 * 2
+        o2m = o2m // 2 * 2
+        o3m = o3m // 2 * 2
+        um = um // 2 * 2
+        upm = upm // 2 * 2
 
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = m < M
@@ -299,7 +307,7 @@ _PLANS: dict = {}
 def _plan_table(groups, size, device) -> tuple[torch.Tensor, int, dict, bool]:
     """The column plans of every BLOCK_N as one int32 table (cached: made once per module
     shape and device, before any CUDA graph capture), its row stride, {BLOCK_N: tiles} and
-    whether every channel count, tile start and store bound is even (the kernel's EVEN)."""
+    whether every channel count, tile start and store bound is even (tiling.even_plan)."""
     key = (tuple(groups), size, str(device))
     if key not in _PLANS:
         widths = sorted({cfg[1] for cfg in tiling.CONFIGS} | {64})
@@ -333,7 +341,8 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     M = N * H * W
     pooled = pool_weight is not None
     pool_from = sum(channels) - (channels[-1] if pooled else 0)
-    table, stride, tiles, even = _plan_table(branch_groups(channels, pool_from), size, x.device)
+    table, stride, tiles, even_plan = _plan_table(branch_groups(channels, pool_from), size,
+                                                  x.device)
     slots = list(dests) + [dests[0]] * (4 - len(dests))   # unused slots: never stored to
     c0, c1, c2 = (list(channels) + [0, 0])[:3]
     weight, bias = (weight, bias) if weight is not None else (pool_weight, pool_bias)
@@ -350,6 +359,9 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
                          "pre-activations needs pool_preactivation too")
     u = preactivation if save else dests[0]               # never stored to unless SAVE_U
     up = pool_preactivation if save and pooled else u     # never stored to without pool tiles
+    # EVEN: stores move channel pairs, so every channel bound and every destination's row
+    # stride must be even (a stride not divisible by 16 is not specialized: it is hinted).
+    even = even_plan and all(pixel_rows(t) % 2 == 0 for t in (*slots, u, up))
     args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
             *(a for d in slots for a in (d, pixel_rows(d))), u, pixel_rows(u), up,
             pixel_rows(up), table, stride,

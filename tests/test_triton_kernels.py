@@ -179,25 +179,38 @@ def test_interpreter_conv_branches_of_the_nine_modules(name):
 
 
 @pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
-@pytest.mark.parametrize("block_n", [32, 128])
+@pytest.mark.parametrize("block_n, block_m", [(32, 16), (128, 16), (128, 128), (64, 256)])
 @pytest.mark.parametrize("pool", [False, True], ids=["reductions", "reductions+pool"])
-def test_interpreter_column_plans_at_other_tile_widths(block_n, pool):
-    """The autotuner picks BLOCK_N; the interpreter's single config is 64. Launch the kernel
-    itself at other widths (halos inside branches, branches sharing a tile, 1-channel branches)."""
-    channels = (1, 37, 2) + ((70,) if pool else ())
+@pytest.mark.parametrize("reductions", [(1, 37, 2), (2, 36, 4)], ids=["odd", "even"])
+def test_interpreter_column_plans_at_other_tile_widths(block_n, block_m, pool, reductions):
+    """The autotuner picks the tile; the interpreter's single config is 64 × 64. Launch the
+    kernel itself at other shapes, the wide ones included (halos inside branches, branches
+    sharing a tile, 1-channel branches; with even channel counts, the kernel's EVEN path)."""
+    channels = reductions + ((70,) if pool else ())
     x = make_input((2, 19, 3, 5), torch.float32, "channels_last", "cpu")
-    w, b = torch.randn(40, 19) * 0.7, torch.randn(40)
+    w, b = torch.randn(sum(reductions), 19) * 0.7, torch.randn(sum(reductions))
     wp, bp = torch.randn(70, 19) * 0.7, torch.randn(70)
     dests = [torch.full((2, c, 3, 5), 777.0).contiguous(memory_format=torch.channels_last)
              for c in channels]
     weights = dict(weight=w, bias=b) | (dict(pool_weight=wp, pool_bias=bp) if pool else {})
     kernel, grid, args, constexprs = K.launch_arguments(x, dests, channels, LRN, **weights)
-    meta = dict(BLOCK_M=16, BLOCK_N=block_n)
+    assert constexprs["EVEN"] == (reductions == (2, 36, 4))
+    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n)
     K._conv_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
-    ref = reference_reductions(x, w, b, channels[:3])
+    ref = reference_reductions(x, w, b, reductions)
     ref += [reference_pool(x, wp, bp)] if pool else []
     for got, want in zip(dests, ref):
-        assert_matches(got, want.double(), what=f"BLOCK_N={block_n} {channels}")
+        assert_matches(got, want.double(), what=f"{block_m} x {block_n} {channels}")
+
+
+def test_even_plan_says_when_every_channel_bound_is_even():
+    from googlenet_fused.kernels import tiling
+
+    for cin, c1, c3r, c3, c5r, c5, cp in INCEPTION_CONFIGS.values():
+        for groups in (((c1, c3r, c5r), (cp,)), ((c3,),), ((c5,),)):
+            assert tiling.even_plan(groups, 5), groups
+    assert not tiling.even_plan(((1, 37, 2),), 5)    # an odd branch
+    assert not tiling.even_plan(((64,),), 4)         # a window of 4: cut tiles end at odd bounds
 
 
 @pytest.mark.parametrize("channels", [(64, 96, 16), (192, 96, 16), (384, 192, 48), (128,), (1,),
