@@ -359,12 +359,12 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
                          "pre-activations needs pool_preactivation too")
     u = preactivation if save else dests[0]               # never stored to unless SAVE_U
     up = pool_preactivation if save and pooled else u     # never stored to without pool tiles
+    stored = [(t, pixel_rows(t)) for t in (*slots, u, up)]   # destinations and their strides
     # EVEN: stores move channel pairs, so every channel bound and every destination's row
     # stride must be even (a stride not divisible by 16 is not specialized: it is hinted).
-    even = even_plan and all(pixel_rows(t) % 2 == 0 for t in (*slots, u, up))
+    even = even_plan and all(rows % 2 == 0 for _, rows in stored)
     args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
-            *(a for d in slots for a in (d, pixel_rows(d))), u, pixel_rows(u), up,
-            pixel_rows(up), table, stride,
+            *(a for pair in stored for a in pair), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
             float(k), float(alpha) / size, float(beta)]
     constexprs = dict(SIZE=size, LRN=lrn is not None, RELU_FIRST=relu_first, KS=ks,
