@@ -10,6 +10,7 @@
 // strides do not fit the output's layout are copied once into it.
 #include "lrn_relu_concat.h"
 #include "layout.h"
+#include "lrn_estimates.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
@@ -106,36 +107,6 @@ struct Norm {
     return y < lower ? lower : y;
   }
 };
-
-// Whether the channels-last float path may take d^-3/4 from reciprocal square root estimates:
-// beta = 0.75, the network's, and every denominator d = k + alpha/size * (sum of squares) at
-// least k, a normal float (or +inf, or NaN).
-bool estimates_apply(const LrnParams& p) {
-  return p.beta == 0.75 && p.alpha >= 0 && p.k >= std::numeric_limits<float>::min();
-}
-
-#if defined(__AVX512F__)
-// x^-1/2 of 16 floats: the 14-bit estimate and one Newton step.
-inline __m512 rsqrt_newton(__m512 x) {
-  const __m512 y = _mm512_rsqrt14_ps(x);
-  const __m512 half_x_yy = _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)),
-                                         _mm512_mul_ps(y, y));
-  return _mm512_mul_ps(y, _mm512_sub_ps(_mm512_set1_ps(1.5f), half_x_yy));
-}
-
-// d^-3/4 of 16 denominators (estimates_apply's) as t^2 u, t = d^-1/2 and u = t^-1/2:
-// multiplies and adds. The exact form's two square roots and division all queue on the FP
-// divider, which bounded the kernel (4a's branches, channels_last: 0.62-0.65 ms exact,
-// 0.44-0.51 ms estimated, 2 cores); within 3 ulp (ATen's fp32 LRN: 2). d = +inf gives 0, as
-// d^-3/4 does; NaN stays NaN.
-inline __m512 pow_neg075(__m512 d) {
-  const __m512 t = rsqrt_newton(d);
-  const __m512 s = _mm512_mul_ps(_mm512_mul_ps(t, t), rsqrt_newton(t));
-  const __mmask16 infinite =
-      _mm512_cmp_ps_mask(d, _mm512_set1_ps(std::numeric_limits<float>::infinity()), _CMP_EQ_OQ);
-  return _mm512_mask_blend_ps(infinite, s, _mm512_setzero_ps());
-}
-#endif
 
 template <typename scalar_t, typename acc_t, bool kBeta075>
 void normalize_run(const acc_t* sum, const scalar_t* x, acc_t bias, scalar_t* out, int64_t n,
@@ -253,7 +224,8 @@ void channels_last_kernel(const std::vector<at::Tensor>& branches, const std::ve
                 for (int64_t t = 1; t < kSize; ++t) {
                   w = _mm512_add_ps(w, _mm512_maskz_loadu_ps(m, sq + c + t));
                 }
-                const __m512 scale = pow_neg075(_mm512_fmadd_ps(aos, w, k));
+                __m512 scale, inv_d;
+                pow_neg075(_mm512_fmadd_ps(aos, w, k), scale, inv_d);
                 const __m512 a = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + c),
                                                _mm512_maskz_loadu_ps(m, b.bias + c));
                 // max(lower, y): vmaxps returns its second operand where one is NaN.

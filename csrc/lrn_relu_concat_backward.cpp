@@ -15,6 +15,7 @@
 // once into the branches' layout.
 #include "lrn_relu_concat.h"
 #include "layout.h"
+#include "lrn_estimates.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -39,6 +40,7 @@ namespace {
 struct Consts {
   double k, alpha_over_size, beta, coef;  // coef = 2 alpha beta / size
   bool relu;
+  bool estimated;  // estimates_apply: float pixels may take s and s / d from the estimates
 };
 
 // s = d^-beta and s / d. With beta = 0.75: one division, 1 / sqrt(d), then d^-1/4 its square
@@ -58,6 +60,53 @@ inline void pow_neg_beta(acc_t d, acc_t beta, acc_t& s, acc_t& s_over_d) {
   }
 }
 
+#if defined(__AVX512F__)
+// backward_pixel's three passes for float, 16 channels at a time, s = d^-3/4 and s / d = s (1/d)
+// from the estimates (pow_neg075) instead of a division and two square roots per value. 4a's
+// four branches at batch 16, 2 cores, medians of runs side by side: 1.36 -> 1.25 ms with an
+// NCHW output gradient, 1.19 -> 1.10 ms channels_last; what is left is mostly memory traffic.
+// The arrays as backward_pixel's, their zeros already in place.
+template <int64_t kSize>
+void backward_pixel_estimated(const float* a, const float* bias, const float* g, float* out,
+                              int64_t C, const Consts& p, float* sq, float* T, float* A,
+                              float* GS) {
+  constexpr int64_t before = kSize / 2, after = (kSize - 1) / 2;
+  const __m512 k = _mm512_set1_ps(p.k), aos = _mm512_set1_ps(p.alpha_over_size);
+  const __m512 coef = _mm512_set1_ps(p.coef), zero = _mm512_setzero_ps();
+  auto tail = [C](int64_t c) -> __mmask16 { return C - c >= 16 ? 0xFFFF : (1u << (C - c)) - 1; };
+  for (int64_t c = 0; c < C; c += 16) {
+    const __mmask16 m = tail(c);
+    const __m512 av =
+        _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + c), _mm512_maskz_loadu_ps(m, bias + c));
+    _mm512_mask_storeu_ps(A + c, m, av);
+    _mm512_mask_storeu_ps(sq + before + c, m, _mm512_mul_ps(av, av));
+  }
+  for (int64_t c = 0; c < C; c += 16) {
+    const __mmask16 m = tail(c);
+    __m512 w = _mm512_maskz_loadu_ps(m, sq + c);
+    for (int64_t t = 1; t < kSize; ++t) w = _mm512_add_ps(w, _mm512_maskz_loadu_ps(m, sq + c + t));
+    __m512 s, inv_d;
+    pow_neg075(_mm512_fmadd_ps(aos, w, k), s, inv_d);
+    const __m512 av = _mm512_maskz_loadu_ps(m, A + c);
+    // The ReLU passes the gradient where y = a s > 0 (NaN and 0 stop it, as in PyTorch).
+    const __mmask16 pass =
+        p.relu ? _mm512_mask_cmp_ps_mask(m, _mm512_mul_ps(av, s), zero, _CMP_GT_OQ) : m;
+    const __m512 gv = _mm512_maskz_loadu_ps(pass, g + c);
+    const __m512 s_over_d = _mm512_mul_ps(s, inv_d);
+    _mm512_mask_storeu_ps(T + after + c, m, _mm512_mul_ps(_mm512_mul_ps(gv, av), s_over_d));
+    _mm512_mask_storeu_ps(GS + c, m, _mm512_mul_ps(gv, s));
+  }
+  for (int64_t i = 0; i < C; i += 16) {
+    const __mmask16 m = tail(i);
+    __m512 w = _mm512_maskz_loadu_ps(m, T + i);
+    for (int64_t t = 1; t < kSize; ++t) w = _mm512_add_ps(w, _mm512_maskz_loadu_ps(m, T + i + t));
+    const __m512 scaled = _mm512_mul_ps(coef, _mm512_maskz_loadu_ps(m, A + i));
+    const __m512 gs = _mm512_maskz_loadu_ps(m, GS + i);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_fnmadd_ps(scaled, w, gs));  // gs - coef a w
+  }
+}
+#endif
+
 // One pixel of one branch, channels contiguous. buf holds 4 * (C + size) values.
 template <typename scalar_t, typename acc_t, bool kBeta075, int64_t kSize>
 void backward_pixel(const scalar_t* a, const acc_t* bias, const scalar_t* g, scalar_t* out,
@@ -72,6 +121,14 @@ void backward_pixel(const scalar_t* a, const acc_t* bias, const scalar_t* g, sca
   std::fill(sq + before + C, sq + C + size, acc_t(0));
   std::fill(T, T + after, acc_t(0));
   std::fill(T + after + C, T + C + size, acc_t(0));
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<scalar_t, float> && kBeta075 && kSize > 0) {
+    if (p.estimated) {
+      backward_pixel_estimated<kSize>(a, bias, g, out, C, p, sq, T, A, GS);
+      return;
+    }
+  }
+#endif
   for (int64_t c = 0; c < C; ++c) {
     A[c] = static_cast<acc_t>(a[c]) + bias[c];
     sq[before + c] = A[c] * A[c];
@@ -215,7 +272,8 @@ void backward_cpu_kernel(const at::Tensor& grad_out_in, const std::vector<at::Te
   const int64_t N = grad_out.size(0), HW = grad_out.size(2) * grad_out.size(3);
   int64_t max_c = 1;
   for (const auto& b : branches) max_c = std::max(max_c, b.size(1));
-  const Consts consts{p.k, p.alpha / p.size, p.beta, 2.0 * p.alpha * p.beta / p.size, p.relu};
+  const Consts consts{p.k, p.alpha / p.size, p.beta, 2.0 * p.alpha * p.beta / p.size, p.relu,
+                      estimates_apply(p)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "lrn_relu_concat_backward_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     std::vector<int64_t> offsets;  // each branch's first channel in grad_out

@@ -201,6 +201,35 @@ def test_extreme_magnitudes_like_pytorch_fp32(relu, layout):
                                ref32[~finite & ~torch.isnan(ref32)], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+def test_backward_extreme_magnitudes_fp32(relu):
+    """fp32 channels_last backward takes s = d^-3/4 and s / d from the estimates (planar computes
+    them exactly): over magnitudes from 1e-3 to 1e6, an overflowing square, ±inf and NaN, the
+    same NaN, inf and zero values as the exact path, and a relative error from float64 at most
+    twice the exact path's largest (cancellation between the two terms makes both about 1e-4 at
+    worst; 37 channels: two full vectors of 16 and a tail)."""
+    from helpers import backward_reference
+
+    x = torch.randn(4, 37, 9, 9) * torch.logspace(-3, 6, 37).view(1, 37, 1, 1)
+    x[0, 3, 2, 2], x[1, 5, 1, 1], x[2, 7, 0, 0], x[3, 9, 3, 3] = (
+        float("nan"), float("inf"), -float("inf"), 3e19)
+    grad = torch.randn(4, 37, 9, 9)
+    backward = torch.ops.googlenet_fused.lrn_relu_concat_backward
+    got = backward(grad, [x.contiguous(memory_format=torch.channels_last)], *LRN, relu, None)[0]
+    exact = backward(grad, [x], *LRN, relu, None)[0]
+    ref = backward_reference(grad, [x], LRN, relu)[0]
+    assert torch.equal(got.isnan(), exact.isnan()) and got.isnan().any()
+    regular = torch.isfinite(exact) & (exact != 0)
+    assert regular.sum() > 0.9 * x.numel()
+    torch.testing.assert_close(got[~regular & ~exact.isnan()], exact[~regular & ~exact.isnan()],
+                               rtol=0, atol=0)
+
+    def largest_rel(t):
+        return ((t.double() - ref).abs() / ref.abs())[regular].max().item()
+
+    assert largest_rel(got) <= 2 * largest_rel(exact), (largest_rel(got), largest_rel(exact))
+
+
 def test_bad_input_errors():
     a = torch.randn(2, 3, 4, 4)
     with pytest.raises(ValueError, match="at least one branch"):
@@ -371,15 +400,18 @@ def test_backward_op_channels_last_branches_nchw_grad(dtype, hw):
 def test_backward_into_writes_each_gradient_in_place(dtype, layout):
     """lrn_relu_concat_backward_into: the gradients land in the given tensors (here channel
     slices of one tensor, as the merged 1×1s' backward reads them, or in the other layout),
-    equal to lrn_relu_concat_backward's; what lies around them is untouched."""
+    equal to lrn_relu_concat_backward's in the destination's layout (the kernel runs in it: fp32
+    channels_last estimates d^-3/4, planar computes it exactly); what lies around them is
+    untouched."""
     branches = make([(2, c, 5, 7) for c in (9, 4, 17)], dtype, layout)
     grad_out = make([(2, 30, 5, 7)], dtype, layout)[0]
     bias = [torch.randn(b.shape[1], dtype=dtype) for b in branches]
-    expected = torch.ops.googlenet_fused.lrn_relu_concat_backward(grad_out, branches, *LRN, True,
-                                                                  bias)
     into = torch.ops.googlenet_fused.lrn_relu_concat_backward_into
     other = "nchw" if layout == "channels_last" else "channels_last"
     for dest in (layout, other):
+        fmt = torch.channels_last if dest == "channels_last" else torch.contiguous_format
+        expected = torch.ops.googlenet_fused.lrn_relu_concat_backward(
+            grad_out, [b.contiguous(memory_format=fmt) for b in branches], *LRN, True, bias)
         whole = make([(2, 34, 5, 7)], dtype, dest)[0]
         before = whole.clone()
         grads = list(whole[:, 2:32].split([9, 4, 17], 1))
