@@ -106,7 +106,7 @@ def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per
 def fused_module(cfg, n, s, dtype, l2_bytes_per_s=None):
     cin, c1, c3r, c3, c5r, c5, cp = cfg
     item = ITEM[dtype]
-    k5 = -(-c5r // 16) * 16  # the launcher pads a conv's input channels to 16 (4b's 5×5)
+    k5 = -(-c5r // 8) * 8  # the launcher pads a conv's input channels to 8 (none of the nine)
     ones = ((c1, c3r, c5r), (cp,))   # the pool projection's tiles apart: another operand
     l2 = dict(l2_bytes_per_s=l2_bytes_per_s)
     return [

@@ -101,6 +101,7 @@ def _conv_lrn_relu_kernel(
     WINDOW_TERMS: tl.constexpr,       # bf16 terms of u² in the window product (1-3)
     SAVE_U: tl.constexpr,             # also store conv + bias, before LRN (for the backward)
     EVEN: tl.constexpr,               # every channel bound, tile start, destination stride even
+    K8: tl.constexpr,                 # K and x's row stride multiples of 8 (not of 16): hinted
     POOL_K: tl.constexpr,             # K step of pool tiles: their operand is the max of 9 loads
     BLOCK_K: tl.constexpr,            # K step of the other tiles (tiling.k_step)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -140,6 +141,12 @@ def _conv_lrn_relu_kernel(
         o3m = o3m // 2 * 2
         um = um // 2 * 2
         upm = upm // 2 * 2
+
+    if K8:
+        # Triton specializes on "divisible by 16" only: a 24-channel input (4b's and 4c's 5×5)
+        # keeps its 16-byte operand vectors through this hint (eight times its eighth, as above).
+        K = K // 8 * 8
+        sxm = sxm // 8 * 8
 
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = m < M
@@ -192,8 +199,8 @@ def _conv_lrn_relu_kernel(
         w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C, KS, KS, K]
         # One loop over (tap, channel) flattened, as the weights lie: a K step may span taps
         # (a 5×5 over 16 channels is 13 steps of 32, not 25 half-empty ones) and the software
-        # pipeline runs across taps. With KS > 1, K % 16 == 0 (the launcher pads): every aligned
-        # run of 16 flattened channels lies in one tap, so the loads stay 16-byte vectors.
+        # pipeline runs across taps. With KS > 1, K % 8 == 0 (the launcher pads): every aligned
+        # run of 8 flattened channels lies in one tap, so the loads stay 16-byte vectors.
         for k0 in range(0, KS * KS * K, BLOCK_K):
             kk = k0 + tl.arange(0, BLOCK_K)
             k_mask = kk < KS * KS * K
@@ -363,6 +370,8 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     # EVEN: stores move channel pairs, so every channel bound and every destination's row
     # stride must be even (a stride not divisible by 16 is not specialized: it is hinted).
     even = even_plan and all(rows % 2 == 0 for _, rows in stored)
+    # K8: both multiples of 8 but not both of 16, which Triton's specialization already sees.
+    k8 = K % 8 == 0 and pixel_rows(x) % 8 == 0 and (K % 16 != 0 or pixel_rows(x) % 16 != 0)
     args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
             *(a for pair in stored for a in pair), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
@@ -370,7 +379,7 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     constexprs = dict(SIZE=size, LRN=lrn is not None, RELU_FIRST=relu_first, KS=ks,
                       POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
-                      SAVE_U=save, EVEN=even, POOL_K=tiling.POOL_K[x.element_size()],
+                      SAVE_U=save, EVEN=even, K8=k8, POOL_K=tiling.POOL_K[x.element_size()],
                       BLOCK_K=tiling.k_step(ks * ks * K), GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
@@ -524,15 +533,15 @@ def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0), preactivation=
     _check_dest("conv_lrn_relu: out", out, (N, weight.shape[0], H, W))
     if preactivation is not None:
         _check_dest("conv_lrn_relu: preactivation", preactivation, (N, weight.shape[0], H, W))
-    if K % 16:
-        # Rows of a multiple of 16 channels keep the operand loads 16-byte cp.async copies (and
-        # unspecialized K spilled in fp32): zero channels added to x and the weights. Among the
-        # nine modules only 4b's 5×5 (24 channels) pays this copy.
-        padded = torch.empty((N, K + 16 - K % 16, H, W), device=x.device, dtype=x.dtype,
+    if K % 8 or pixel_rows(x) is None or pixel_rows(x) % 8:
+        # Rows of a multiple of 8 channels keep the operand loads 16-byte cp.async copies
+        # (kernel's K8): zero channels added to x and the weights. None of the nine modules
+        # pays this copy (their 5×5 reductions have 16, 24, 32 or 48 channels).
+        padded = torch.empty((N, K + -K % 8, H, W), device=x.device, dtype=x.dtype,
                              memory_format=torch.channels_last)
         padded[:, K:] = 0
         padded[:, :K] = x
-        x, weight = padded, F.pad(weight, (0, 16 - K % 16))
+        x, weight = padded, F.pad(weight, (0, -K % 8))
     _launch(x, [out], (weight.shape[0],), lrn, preactivation, weight=weight, bias=bias, ks=ks,
             relu_first=relu_first)
     return out

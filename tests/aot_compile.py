@@ -109,7 +109,7 @@ def main(argv=None):
                                                                   specialization, options)
                 key = (kernel, dtype, str(cfg), repr(specialization))
                 row = dict(kernel=kernel, dtype=dtype, module=module, batch=batch,
-                           config=str(cfg), num_stages=cfg.num_stages,
+                           config=str(cfg), num_stages=cfg.num_stages, k8=constexprs["K8"],
                            specialization=[list(map(str, s)) for s in specialization
                                            if s[0] != "constexpr"])
                 if key not in compiled:
