@@ -179,6 +179,28 @@ def test_interpreter_conv_branches_of_the_nine_modules(name):
 
 
 @pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("cin, padded", [(24, False), (8, False), (12, True), (5, True)])
+def test_interpreter_input_rows_padded_only_to_a_multiple_of_8(cin, padded, monkeypatch):
+    """4b's and 4c's 5×5 read their 24-channel reductions as they are (the kernel's K8 hint
+    keeps the loads 16-byte vectors); only rows that are not a multiple of 8 channels get the
+    zero-padded copy. Values as float64 ATen's either way."""
+    launched = []
+    real = K._launch
+    monkeypatch.setattr(K, "_launch", lambda x, *a, **kw: (launched.append(x), real(x, *a, **kw)))
+    x = make_input((2, cin, 3, 4), torch.float32, "channels_last", "cpu")
+    w, b = torch.randn(6, cin, 5, 5) * cin ** -0.5 / 5 * 3, torch.randn(6)
+    out = torch.empty(2, 6, 3, 4).contiguous(memory_format=torch.channels_last)
+    K.conv_lrn_relu(x, w, b, out, LRN)
+    assert (launched[0] is not x) == padded and launched[0].shape[1] == cin + -cin % 8
+    _, _, _, constexprs = K.launch_arguments(launched[0], [out], (6,), LRN,
+                                             weight=w.permute(0, 2, 3, 1), bias=b, ks=5)
+    assert constexprs["K8"] == (launched[0].shape[1] % 16 != 0)
+    ref = F.relu(F.local_response_norm(F.conv2d(x.double(), w.double(), b.double(), padding=2),
+                                       *LRN))
+    assert_matches(out, ref, None, what=f"5×5 over {cin} channels")
+
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
 @pytest.mark.parametrize("block_n, block_m", [(32, 16), (128, 16), (128, 128), (64, 256)])
 @pytest.mark.parametrize("pool", [False, True], ids=["reductions", "reductions+pool"])
 @pytest.mark.parametrize("reductions", [(1, 37, 2), (2, 36, 4)], ids=["odd", "even"])
