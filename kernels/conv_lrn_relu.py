@@ -371,8 +371,9 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     # stride must be even (a stride not divisible by 16 is not specialized: it is hinted).
     even = even_plan and all(rows % 2 == 0 for _, rows in stored)
     # K8: both multiples of 8 but not both of 16, which Triton's specialization already sees.
-    k8 = K % 8 == 0 and pixel_rows(x) % 8 == 0 and (K % 16 != 0 or pixel_rows(x) % 16 != 0)
-    args = [x, pixel_rows(x), weight, bias, pool_weight, pool_bias,
+    x_rows = pixel_rows(x)
+    k8 = K % 8 == 0 and x_rows % 8 == 0 and (K % 16 != 0 or x_rows % 16 != 0)
+    args = [x, x_rows, weight, bias, pool_weight, pool_bias,
             *(a for pair in stored for a in pair), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
             float(k), float(alpha) / size, float(beta)]
@@ -533,7 +534,7 @@ def conv_lrn_relu(x, weight, bias, out, lrn=(5, 1e-3, 0.75, 2.0), preactivation=
     _check_dest("conv_lrn_relu: out", out, (N, weight.shape[0], H, W))
     if preactivation is not None:
         _check_dest("conv_lrn_relu: preactivation", preactivation, (N, weight.shape[0], H, W))
-    if K % 8 or pixel_rows(x) is None or pixel_rows(x) % 8:
+    if K % 8:
         # Rows of a multiple of 8 channels keep the operand loads 16-byte cp.async copies
         # (kernel's K8): zero channels added to x and the weights. None of the nine modules
         # pays this copy (their 5×5 reductions have 16, 24, 32 or 48 channels).
