@@ -12,16 +12,20 @@ Three implementations per module:
   its slice of the output: the merged 1×1 reductions with the pool projection (its max pool in
   the operand load; x read once), and the 3×3 / 5×5 branches as implicit GEMMs over (tap,
   channel). Their real waste is counted: rows (the batch's pixels) padded to one BLOCK_M,
-  columns from kernels/tiling.py's branch-following plan with its LRN halo, the bf16 window
-  product; x is read once per launch (grouped raster: a row block's column tiles run while it
-  is in L2). Each GEMM takes the best of the configs its autotuner keeps.
+  columns from kernels/tiling.py's branch-following chains (an LRN halo only at a chain's
+  ends), the bf16 window product and the small products that hand a chain's edge columns on,
+  and the longer last wave of long chains; x is read once per launch (grouped raster: a row
+  block's chains run while it is in L2). Each GEMM takes the best of the configs its autotuner
+  keeps.
 - ``ideal``: one kernel per module that reads x and the weights once, writes the output once,
   keeps every intermediate on chip and does exactly the convolutions' FLOPs.
 
-A kernel's time is max(FLOPs / peak, bytes / bandwidth) plus a fixed launch-and-tail cost;
-kernels of one module run one after another. Ceilings: 790 TFLOP/s dense bf16/fp16 (half for
-fp32 as TF32), 4.3 TB/s (both measured on this project's H200), 60 MB of L2. The last line reads
-"nine modules, batch 256, bf16: fused/ideal = X.XX".
+A kernel's time is max(FLOPs / peak, bytes / bandwidth) plus a fixed launch cost and, for the
+fused GEMMs, half their longest program (the last wave's expected idle time; a chain's tiles
+run one after another on one SM); kernels of one module run one after another. Ceilings: 790
+TFLOP/s dense bf16/fp16 (half for fp32 as TF32), 4.3 TB/s (both measured on this project's
+H200), 60 MB of L2, 132 SMs. The last line reads "nine modules, batch 256, bf16: fused/ideal =
+X.XX".
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ L2_BYTES = 60e6
 # the H100 range from ~5.5 to ~12 TB/s); the report's sensitivity line uses it, the estimates do
 # not. benchmarks/gpu_check.sh prints a measurement (environment.txt) to put here.
 L2_BYTES_PER_S_ASSUMED = 10e12
-LAUNCH_S = 2e-6  # launch + tail of one kernel in a stream of kernels (an estimate)
+LAUNCH_S = 2e-6  # launch + pipeline drain of one kernel in a stream of kernels (an estimate)
+SMS = 132        # the H200's streaming multiprocessors
 ITEM = {"bf16": 2, "fp16": 2, "fp32": 4}
 LRN_SIZE = 5
 # bf16 terms of u² in the window product, kernels/conv_lrn_relu.py (fp32: TF32 default)
@@ -60,12 +65,14 @@ class Kernel:
     launches: int = 1
     bf16_flops: float = 0.0  # FLOPs on bf16 operands whatever the dtype (the window product)
     l2_bytes: float = 0.0    # operand tiles moved from L2 into shared memory (GEMMs)
+    tail_s: float = 0.0      # the last wave's expected idle time
 
     def seconds(self, dtype: str, l2_bytes_per_s: float | None = None) -> float:
         """The estimate; with ``l2_bytes_per_s``, the L2 operand traffic is a ceiling too."""
         compute = self.flops / PEAK_FLOPS[dtype] + self.bf16_flops / PEAK_FLOPS["bf16"]
         l2 = self.l2_bytes / l2_bytes_per_s if l2_bytes_per_s else 0.0
-        return max(compute, self.bytes / HBM_BYTES_PER_S, l2) + self.launches * LAUNCH_S
+        return (max(compute, self.bytes / HBM_BYTES_PER_S, l2) + self.launches * LAUNCH_S
+                + self.tail_s)
 
 
 def _conv_flops(pixels, cin, cout, k):
@@ -76,27 +83,43 @@ def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per
                 pool=False):
     """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
     launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
-    ``groups`` are the branches it stacks (tiling.plan); the taps' channels, flattened, are
-    padded to the launch's K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU
-    only (no halo columns, no window product), as the launcher plans it (window 1). With
-    ``l2_bytes_per_s`` the config is chosen with the L2 operand traffic as a ceiling too.
-    ``pool``: the launch has pool tiles (the configs it may run differ)."""
+    ``groups`` are the branches it stacks, in chains as the launcher plans them for the H200
+    (tiling.chain_pieces, chain_plan); the taps' channels, flattened, are padded to the launch's
+    K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU only (no halo columns, no
+    window product), as the launcher plans it (window 1). With ``l2_bytes_per_s`` the config is
+    chosen with the L2 operand traffic as a ceiling too. ``pool``: the launch has pool tiles
+    (the configs it may run differ)."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
     size = LRN_SIZE if lrn else 1
     step = tiling.k_step(ks * ks * cin)
     k_total = math.ceil(ks * ks * cin / step) * step
+    shapes = {cfg[:2] for cfg in tiling.CONFIGS}
+    chains = {(bm, bn): tiling.launch_chains(groups, size, bm, bn, rows, k_total, SMS, pool=pool)
+              for bm, bn in shapes}
+    # Where some shape's plan chains (kernel's CHAINED), the configs that run chains hand edges
+    # on in every tile, their single-tile plans too
+    chained = any(n > 1 for plan in chains.values() for *_, n in plan)
+    configs = tiling.prune(tiling.CONFIGS, groups, size, rows, ITEM[dtype], step, pool=pool)
+    terms = WINDOW_TERMS[dtype] if lrn else 0
     best = None
-    for bm, bn, *_ in tiling.prune(tiling.CONFIGS, groups, size, rows, ITEM[dtype], step,
-                                   pool=pool):
-        columns = len(tiling.plan(groups, size, bn)) * bn
+    for bm, bn, *_ in configs:
+        plan = chains[bm, bn]
+        tiles_per_row_block = sum(n for *_, n in plan)
+        columns = tiles_per_row_block * bn
         padded_rows = math.ceil(rows / bm) * bm
-        window = WINDOW_TERMS[dtype] * 2.0 * padded_rows * bn * columns if lrn else 0.0
+        # Per tile and row: the window product, 2 · BN · BN; with chains also the edge's, two
+        # [16] @ [16, 16] (the windows of the 16 channels around the tile's first boundary).
+        carry = chained and (bm, bn) in tiling.CHAIN_SHAPES
+        per_tile = 2.0 * bn * bn + (2.0 * 2 * tiling.EDGE * tiling.EDGE if carry else 0.0)
+        window = terms * padded_rows * per_tile * tiles_per_row_block
         # Every tile loads its BLOCK_M rows and BLOCK_N weight columns at each K step (a pool
         # tile's nine shifted row loads are counted once: neighbouring pixels share them in L1).
-        tiles = padded_rows // bm * (columns // bn)
+        tiles = padded_rows // bm * tiles_per_row_block
+        longest = max(n for *_, n in plan) * bm * (2.0 * bn * k_total + terms * per_tile)
         k = Kernel(name, flops=2.0 * padded_rows * k_total * columns, bf16_flops=window,
                    bytes=(rows * cin + ks * ks * cin * cout + rows * cout) * item,
-                   l2_bytes=tiles * (bm + bn) * k_total * item)
+                   l2_bytes=tiles * (bm + bn) * k_total * item,
+                   tail_s=longest / 2 / (PEAK_FLOPS[dtype] / SMS))
         if best is None or (k.seconds(dtype, l2_bytes_per_s)
                             < best.seconds(dtype, l2_bytes_per_s)):
             best = k

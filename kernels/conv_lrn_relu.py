@@ -14,11 +14,14 @@ The GEMM: rows are the N·H·W pixels of the batch, each a contiguous vector of 
 (channels_last), columns the output channels, K the taps × input channels. Column tiles
 follow the branch boundaries (kernels/tiling.py): LRN needs each channel's in-branch window, so
 a tile stores only the channels whose window it holds, and the launcher passes the plan as a
-small table. The window sums are one more tensor-core dot, (u²) @ band, with band[j, i] = 1
-when channel j lies in channel i's window inside the same branch; its operands are 16-bit (the
-0/1 band is exact) and u² is split into as many bf16 terms as the output's precision needs.
-Programs run in groups of GROUP_M row tiles × all column tiles, so the column tiles of a row
-block read x while it is in L2.
+small table. Where the batch has row blocks enough, a program computes a chain of tiles one
+after another and hands each tile's last 16 columns of conv + bias to the next: the channels
+around a boundary inside the chain get their windows from both, and no columns are computed
+twice (a halo only at a chain's ends). The window sums are one more tensor-core dot,
+(u²) @ band, with band[j, i] = 1 when channel j lies in channel i's window inside the same
+branch; its operands are 16-bit (the 0/1 band is exact) and u² is split into as many bf16
+terms as the output's precision needs. Programs run in groups of GROUP_M row tiles × all
+chains, so the chains of a row block read x while it is in L2.
 """
 from __future__ import annotations
 
@@ -37,12 +40,17 @@ GROUP_M = 8
 
 
 def configs() -> list[triton.Config]:
-    """Autotune candidates from kernels/tiling.py. The interpreter runs every config it is
-    given, so it gets one."""
+    """Autotune candidates from kernels/tiling.py, each saying whether it runs chains. The
+    interpreter runs every config it is given, so it gets one."""
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64})]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        return [triton.Config(meta(64, 64))]
+    return [triton.Config(meta(bm, bn), num_warps=w, num_stages=s)
             for bm, bn, w, s in tiling.CONFIGS]
+
+
+def meta(block_m: int, block_n: int) -> dict:
+    """The tile's constexprs: its shape, and whether it runs chains."""
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, CHAIN=(block_m, block_n) in tiling.CHAIN_SHAPES)
 
 
 def branch_groups(channels, pool_from):
@@ -70,6 +78,93 @@ def _prune(configs, named_args, **kwargs):
     return [as_tuples[t] for t in kept]
 
 
+@triton.jit
+def _branch_of(c, C0, C1, C2):
+    return (c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32) + (c >= C0 + C1 + C2).to(tl.int32)
+
+
+@triton.jit
+def _band(c_in, c_out, C0, C1, C2, HALO_LO: tl.constexpr, HALO_HI: tl.constexpr,
+          UPCAST: tl.constexpr):
+    """The window product's 0/1 matrix [len(c_in), len(c_out)]: 1 where channel c_in[j] lies in
+    channel c_out[i]'s LRN window inside the same branch."""
+    offset = c_in[:, None] - c_out[None, :]
+    in_window = ((_branch_of(c_in, C0, C1, C2)[:, None] == _branch_of(c_out, C0, C1, C2)[None, :])
+                 & (offset >= -HALO_LO) & (offset <= HALO_HI))
+    band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (interpreter: bool -> bf16 wrong)
+    if UPCAST:
+        band = band.to(tl.float32)
+    return band
+
+
+@triton.jit
+def _window_sums(y, band, s, WINDOW_TERMS: tl.constexpr, UPCAST: tl.constexpr):
+    """s + (y²) @ band, y² split into bf16 terms (each term exact in the dot, the sum in fp32):
+    8 more bits of y² per term."""
+    rest = y * y
+    for _ in tl.static_range(WINDOW_TERMS):
+        term = rest.to(tl.bfloat16)
+        rest = rest - term.to(tl.float32)
+        if UPCAST:
+            term = term.to(tl.float32)
+        s = tl.dot(term, band, s)
+    return s
+
+
+@triton.jit
+def _lrn_relu(y, s, lrn_k, alpha_over_size, beta, RELU_FIRST: tl.constexpr):
+    y = y * tl.exp2(-beta * tl.log2(lrn_k + alpha_over_size * s))   # y * d ** -beta
+    if not RELU_FIRST:
+        y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
+    return y
+
+
+@triton.jit
+def _halves(t, BLOCK_M: tl.constexpr, WIDTH: tl.constexpr):
+    return tl.split(tl.permute(tl.reshape(t, (BLOCK_M, 2, WIDTH // 2)), (0, 2, 1)))
+
+
+@triton.jit
+def _concat(a, b, BLOCK_M: tl.constexpr):
+    """[a | b]: two [BLOCK_M, 8] into [BLOCK_M, 16]."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (BLOCK_M, 16))
+
+
+@triton.jit
+def _edges(u, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The first and the last 16 columns of u [BLOCK_M, BLOCK_N] (BLOCK_N 32, 64 or 128):
+    halves of halves, register moves and no arithmetic."""
+    head, tail = _halves(u, BLOCK_M, BLOCK_N)
+    if BLOCK_N >= 64:
+        head, _ = _halves(head, BLOCK_M, BLOCK_N // 2)
+        _, tail = _halves(tail, BLOCK_M, BLOCK_N // 2)
+    if BLOCK_N >= 128:
+        head, _ = _halves(head, BLOCK_M, BLOCK_N // 4)
+        _, tail = _halves(tail, BLOCK_M, BLOCK_N // 4)
+    return head, tail
+
+
+@triton.jit
+def _store_branches(y, rows, c, keep, o0_ptr, o0m, o1_ptr, o1m, o2_ptr, o2m, o3_ptr, o3m,
+                    C0, C1, C2, NUM_BRANCHES: tl.constexpr):
+    """y's columns c (channels of the stacked branches) into their destinations where keep."""
+    out = y.to(o0_ptr.dtype.element_ty)
+    # Each branch's channels as a range of c (not branch == i): with EVEN, its hinted bounds
+    # tell the compiler the mask is constant over channel pairs. One branch: keep says it all.
+    if NUM_BRANCHES == 1:
+        tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep)
+    else:
+        tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep & (c < C0)[None, :])
+        tl.store(o1_ptr + rows * o1m + (c - C0)[None, :], out,
+                 mask=keep & ((c >= C0) & (c < C0 + C1))[None, :])
+    if NUM_BRANCHES > 2:
+        tl.store(o2_ptr + rows * o2m + (c - C0 - C1)[None, :], out,
+                 mask=keep & ((c >= C0 + C1) & (c < C0 + C1 + C2))[None, :])
+    if NUM_BRANCHES > 3:
+        tl.store(o3_ptr + rows * o3m + (c - C0 - C1 - C2)[None, :], out,
+                 mask=keep & (c >= C0 + C1 + C2)[None, :])
+
+
 # Specialization stays on for pointers, K and the row strides: "divisible by 16" is what lets
 # the loads be 16-byte vectors and cp.async copies. Not on M, H, W (row masks and the border
 # tests only), the branch sizes and POOL_FROM (column masks and the tile's kind), the plan's
@@ -87,7 +182,7 @@ def _conv_lrn_relu_kernel(
     o3_ptr, o3m,                      # branch 3: [C0 + C1 + C2, C_TOTAL)
     u_ptr, um,                        # rows of the pre-activations [M, POOL_FROM] (SAVE_U)
     up_ptr, upm,                      # and of the pool projection's [M, C_TOTAL - POOL_FROM]
-    plan_ptr, plan_stride,            # column tiles per BLOCK_N: [count, (start, lo, hi) * count]
+    plan_ptr, plan_stride,            # chains per tile shape: [count, (start, lo, hi, n) * count]
     M, H, W, K, C0, C1, C2, C_TOTAL, POOL_FROM, M_BUCKET,
     lrn_k, alpha_over_size, beta,     # LRN: d = lrn_k + alpha_over_size * window sum of squares
     SIZE: tl.constexpr,               # LRN window, in channels (1 without LRN)
@@ -102,16 +197,19 @@ def _conv_lrn_relu_kernel(
     SAVE_U: tl.constexpr,             # also store conv + bias, before LRN (for the backward)
     EVEN: tl.constexpr,               # every channel bound, tile start, destination stride even
     K8: tl.constexpr,                 # K and x's row stride multiples of 8 (not of 16): hinted
+    CHAINED: tl.constexpr,            # some tile shape's plan has chains (of several tiles)
     POOL_K: tl.constexpr,             # K step of pool tiles: their operand is the max of 9 loads
     BLOCK_K: tl.constexpr,            # K step of the other tiles (tiling.k_step)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHAIN: tl.constexpr,              # this config runs chains (tiling.CHAIN_CONFIGS)
     GROUP: tl.constexpr,
 ):
     HALO_LO: tl.constexpr = SIZE // 2
     HALO_HI: tl.constexpr = (SIZE - 1) // 2
+    CARRY: tl.constexpr = CHAIN and CHAINED   # this launch's plan has chains at this config
 
-    # Grouped raster: GROUP row tiles × every column tile, column tiles of a row block together.
-    plan = plan_ptr + (BLOCK_N // 64) * plan_stride    # rows for BLOCK_N = 32, 64, 128
+    # Grouped raster: GROUP row tiles × every chain, the chains of a row block together.
+    plan = plan_ptr + (BLOCK_M // 16 * 5 + BLOCK_N // 32) * plan_stride   # tiling.plan_row
     num_pid_n = tl.load(plan)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     pid = tl.program_id(0)
@@ -120,13 +218,16 @@ def _conv_lrn_relu_kernel(
     group_rows = tl.minimum(num_pid_m - first_m, GROUP)
     pid_m = first_m + (pid % per_group) % group_rows
     pid_n = (pid % per_group) // group_rows
-    start = tl.load(plan + 1 + 3 * pid_n)
-    store_lo = tl.load(plan + 2 + 3 * pid_n)
-    store_hi = tl.load(plan + 3 + 3 * pid_n)
+    first = tl.load(plan + 1 + 4 * pid_n)
+    store_lo = tl.load(plan + 2 + 4 * pid_n)
+    store_hi = tl.load(plan + 3 + 4 * pid_n)
+    pieces = 1
+    if CARRY:
+        pieces = tl.load(plan + 4 + 4 * pid_n)
     if EVEN:
         # What lets the stores move channel pairs (4 bytes in 16-bit types, 8 in fp32) instead
         # of single values: half the store instructions, addresses and mask registers.
-        start = tl.multiple_of(start, 2)
+        first = tl.multiple_of(first, 2)
         store_lo = tl.multiple_of(store_lo, 2)
         store_hi = tl.multiple_of(store_hi, 2)
         # A hint on an argument does not reach the compiler's analysis; twice its half (the
@@ -151,123 +252,131 @@ def _conv_lrn_relu_kernel(
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = m < M
     x_rows = x_ptr + m.to(tl.int64) * sxm
-    c = start + tl.arange(0, BLOCK_N)                  # output channel of each column
-    c_mask = c < C_TOTAL
+    rows = m.to(tl.int64)[:, None]
     h = (m // W) % H   # for the pool and KS > 1 (folded away in a 1×1 launch without pool tiles)
     w = m % W
-
-    branch = ((c >= C0).to(tl.int32) + (c >= C0 + C1).to(tl.int32)
-              + (c >= C0 + C1 + C2).to(tl.int32))
-    if LRN:
-        # The window product's 0/1 band (see the epilogue), built before the K loop: it waits
-        # in shared memory (BLOCK_N² · 2 bytes) instead of being built in the registers the
-        # epilogue needs; 128 × 128 tiles compile without spills only so.
-        offset = c[:, None] - c[None, :]
-        in_window = ((branch[:, None] == branch[None, :]) & (offset >= -HALO_LO)
-                     & (offset <= HALO_HI))
-        band = tl.where(in_window, 1.0, 0.0).to(tl.bfloat16)  # (interpreter: bool -> bf16 wrong)
-        if UPCAST:
-            band = band.to(tl.float32)
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     pool_tile = False
     if POOL:
-        pool_tile = start >= POOL_FROM   # tiles never mix the pool projection with the others
-    if pool_tile:
-        wp_cols = wp_ptr + (c - POOL_FROM).to(tl.int64) * K
-        for k0 in tl.range(0, K, POOL_K, num_stages=2):  # nine tiles per stage: two stages
-            kk = k0 + tl.arange(0, POOL_K)
-            k_mask = kk < K
-            a = tl.full((BLOCK_M, POOL_K), float("-inf"), x_ptr.dtype.element_ty)
-            for dh in tl.static_range(3):
-                for dw in tl.static_range(3):
-                    inside = (m_mask & (h + dh - 1 >= 0) & (h + dh - 1 < H)
-                              & (w + dw - 1 >= 0) & (w + dw - 1 < W))
-                    v = tl.load(x_rows[:, None] + ((dh - 1) * W + (dw - 1)) * sxm + kk[None, :],
-                                mask=inside[:, None] & k_mask[None, :], other=float("-inf"))
-                    a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)  # NaN wins, as in ATen
-            # -inf in padding rows/columns would make -inf * 0 = NaN in the dot
-            a = tl.where(m_mask[:, None] & k_mask[None, :], a, 0.0).to(x_ptr.dtype.element_ty)
-            b = tl.load(wp_cols[None, :] + kk[:, None], mask=c_mask[None, :] & k_mask[:, None],
-                        other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        bias = tl.load(bp_ptr + c - POOL_FROM, mask=c_mask, other=0.0).to(tl.float32)
-    else:
-        w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C, KS, KS, K]
-        # One loop over (tap, channel) flattened, as the weights lie: a K step may span taps
-        # (a 5×5 over 16 channels is 13 steps of 32, not 25 half-empty ones) and the software
-        # pipeline runs across taps. With KS > 1, K % 8 == 0 (the launcher pads): every aligned
-        # run of 8 flattened channels lies in one tap, so the loads stay 16-byte vectors.
-        for k0 in range(0, KS * KS * K, BLOCK_K):
-            kk = k0 + tl.arange(0, BLOCK_K)
-            k_mask = kk < KS * KS * K
-            if KS == 1:
-                a = tl.load(x_rows[:, None] + kk[None, :],
-                            mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-            else:  # the pixel (dh, dw) away, zero outside the image ("same" padding)
-                tap = kk // K
-                dh = tap // KS - KS // 2
-                dw = tap % KS - KS // 2
-                hh = h[:, None] + dh[None, :]
-                ww = w[:, None] + dw[None, :]
-                inside = (m_mask[:, None] & k_mask[None, :] & (hh >= 0) & (hh < H) & (ww >= 0)
-                          & (ww < W))
-                a = tl.load(x_rows[:, None] + ((dh * W + dw) * sxm + kk % K)[None, :],
-                            mask=inside, other=0.0)
-            b = tl.load(w_cols[None, :] + kk[:, None],
-                        mask=(c_mask & (c < POOL_FROM))[None, :] & k_mask[:, None], other=0.0)
-            if UPCAST:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-        bias = tl.load(b_ptr + c, mask=c_mask & (c < POOL_FROM), other=0.0).to(tl.float32)
-    u = acc + bias[None, :]        # columns past the tile's branches are exactly 0
+        pool_tile = first >= POOL_FROM   # chains never mix the pool projection with the others
+    # A chain's tiles one after another, each handing its last 16 columns of conv + bias to the
+    # next (tail_u): the windows of the 8 channels either side of a boundary span both tiles.
+    tail_u = tl.zeros((BLOCK_M, 16), dtype=tl.float32)
+    for p in range(pieces):
+        start = first + p * BLOCK_N
+        c = start + tl.arange(0, BLOCK_N)              # output channel of each column
+        c_mask = c < C_TOTAL
+        if LRN:
+            # Built before the K loop: the band waits in shared memory (BLOCK_N² · 2 bytes)
+            # instead of being built in the registers the epilogue needs; 128 × 128 tiles
+            # compile without spills only so.
+            band = _band(c, c, C0, C1, C2, HALO_LO, HALO_HI, UPCAST)
 
-    y = u
-    if RELU_FIRST:
-        y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
-    if LRN:
-        # Window sums s[:, i] = sum_j y[:, j]^2 * band[j, i], y² split into bf16 terms (each
-        # term exact in the dot, the sum in fp32): 8 more bits of y² per term.
-        rest = y * y
-        s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for _ in tl.static_range(WINDOW_TERMS):
-            term = rest.to(tl.bfloat16)
-            rest = rest - term.to(tl.float32)
-            if UPCAST:
-                term = term.to(tl.float32)
-            s = tl.dot(term, band, s)
-        d = lrn_k + alpha_over_size * s
-        y = y * tl.exp2(-beta * tl.log2(d))      # y * d ** -beta
-    if not RELU_FIRST:
-        y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
-
-    keep = m_mask[:, None] & ((c >= store_lo) & (c < store_hi))[None, :]
-    out = y.to(o0_ptr.dtype.element_ty)
-    rows = m.to(tl.int64)[:, None]
-    if SAVE_U:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         if pool_tile:
-            tl.store(up_ptr + rows * upm + (c - POOL_FROM)[None, :], u.to(up_ptr.dtype.element_ty),
-                     mask=keep)
+            wp_cols = wp_ptr + (c - POOL_FROM).to(tl.int64) * K
+            for k0 in tl.range(0, K, POOL_K, num_stages=2):  # nine tiles per stage: two stages
+                kk = k0 + tl.arange(0, POOL_K)
+                k_mask = kk < K
+                a = tl.full((BLOCK_M, POOL_K), float("-inf"), x_ptr.dtype.element_ty)
+                for dh in tl.static_range(3):
+                    for dw in tl.static_range(3):
+                        inside = (m_mask & (h + dh - 1 >= 0) & (h + dh - 1 < H)
+                                  & (w + dw - 1 >= 0) & (w + dw - 1 < W))
+                        v = tl.load(x_rows[:, None] + ((dh - 1) * W + (dw - 1)) * sxm
+                                    + kk[None, :], mask=inside[:, None] & k_mask[None, :],
+                                    other=float("-inf"))
+                        a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)  # NaN wins
+                # -inf in padding rows/columns would make -inf * 0 = NaN in the dot
+                a = tl.where(m_mask[:, None] & k_mask[None, :], a, 0.0).to(
+                    x_ptr.dtype.element_ty)
+                b = tl.load(wp_cols[None, :] + kk[:, None],
+                            mask=c_mask[None, :] & k_mask[:, None], other=0.0)
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            bias = tl.load(bp_ptr + c - POOL_FROM, mask=c_mask, other=0.0).to(tl.float32)
         else:
-            tl.store(u_ptr + rows * um + c[None, :], u.to(u_ptr.dtype.element_ty), mask=keep)
-    # Each branch's channels as a range of c (not branch == i): with EVEN, its hinted bounds
-    # tell the compiler the mask is constant over channel pairs. One branch: keep says it all.
-    if NUM_BRANCHES == 1:
-        tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep)
-    else:
-        tl.store(o0_ptr + rows * o0m + c[None, :], out, mask=keep & (c < C0)[None, :])
-        tl.store(o1_ptr + rows * o1m + (c - C0)[None, :], out,
-                 mask=keep & ((c >= C0) & (c < C0 + C1))[None, :])
-    if NUM_BRANCHES > 2:
-        tl.store(o2_ptr + rows * o2m + (c - C0 - C1)[None, :], out,
-                 mask=keep & ((c >= C0 + C1) & (c < C0 + C1 + C2))[None, :])
-    if NUM_BRANCHES > 3:
-        tl.store(o3_ptr + rows * o3m + (c - C0 - C1 - C2)[None, :], out,
-                 mask=keep & (c >= C0 + C1 + C2)[None, :])
+            w_cols = w_ptr + c.to(tl.int64) * (KS * KS * K)   # weights [C, KS, KS, K]
+            # One loop over (tap, channel) flattened, as the weights lie: a K step may span
+            # taps (a 5×5 over 16 channels is 13 steps of 32, not 25 half-empty ones) and the
+            # software pipeline runs across taps. With KS > 1, K % 8 == 0 (the launcher pads):
+            # every aligned run of 8 flattened channels lies in one tap, so the loads stay
+            # 16-byte vectors.
+            for k0 in range(0, KS * KS * K, BLOCK_K):
+                kk = k0 + tl.arange(0, BLOCK_K)
+                k_mask = kk < KS * KS * K
+                if KS == 1:
+                    a = tl.load(x_rows[:, None] + kk[None, :],
+                                mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+                else:  # the pixel (dh, dw) away, zero outside the image ("same" padding)
+                    tap = kk // K
+                    dh = tap // KS - KS // 2
+                    dw = tap % KS - KS // 2
+                    hh = h[:, None] + dh[None, :]
+                    ww = w[:, None] + dw[None, :]
+                    inside = (m_mask[:, None] & k_mask[None, :] & (hh >= 0) & (hh < H)
+                              & (ww >= 0) & (ww < W))
+                    a = tl.load(x_rows[:, None] + ((dh * W + dw) * sxm + kk % K)[None, :],
+                                mask=inside, other=0.0)
+                b = tl.load(w_cols[None, :] + kk[:, None],
+                            mask=(c_mask & (c < POOL_FROM))[None, :] & k_mask[:, None],
+                            other=0.0)
+                if UPCAST:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            bias = tl.load(b_ptr + c, mask=c_mask & (c < POOL_FROM), other=0.0).to(tl.float32)
+        u = acc + bias[None, :]        # columns past the tile's branches are exactly 0
+        keep = m_mask[:, None] & ((c >= store_lo) & (c < store_hi))[None, :]
+        if SAVE_U:   # stored before the epilogue: u's registers are free for it
+            if pool_tile:
+                tl.store(up_ptr + rows * upm + (c - POOL_FROM)[None, :],
+                         u.to(up_ptr.dtype.element_ty), mask=keep)
+            else:
+                tl.store(u_ptr + rows * um + c[None, :], u.to(u_ptr.dtype.element_ty), mask=keep)
+
+        if LRN and CARRY:
+            # The 16 channels around the tile boundary, the previous tile's last 8 (left
+            # waiting) and this tile's first 8: their windows lie in the previous tile's last 16
+            # columns (tail_u; zeros before the first tile) and this one's first 16. Done before
+            # this tile's own window product, while fewer of its tensors are live.
+            edge = start - 8 + tl.arange(0, 16)
+            y_tail = tail_u
+            y_head, tail_next = _edges(u, BLOCK_M, BLOCK_N)
+            if RELU_FIRST:
+                y_tail = tl.where(y_tail < 0.0, 0.0, y_tail)
+                y_head = tl.where(y_head < 0.0, 0.0, y_head)
+            s_edge = _window_sums(y_tail, _band(start - 16 + tl.arange(0, 16), edge, C0, C1, C2,
+                                                HALO_LO, HALO_HI, UPCAST),
+                                  tl.zeros((BLOCK_M, 16), dtype=tl.float32), WINDOW_TERMS, UPCAST)
+            s_edge = _window_sums(y_head, _band(start + tl.arange(0, 16), edge, C0, C1, C2,
+                                                HALO_LO, HALO_HI, UPCAST),
+                                  s_edge, WINDOW_TERMS, UPCAST)
+            y_edge = _concat(_halves(y_tail, BLOCK_M, 16)[1], _halves(y_head, BLOCK_M, 16)[0],
+                             BLOCK_M)
+            waiting = (edge >= store_lo) & (edge < store_hi) & (p > 0)
+            _store_branches(_lrn_relu(y_edge, s_edge, lrn_k, alpha_over_size, beta, RELU_FIRST),
+                            rows, edge, m_mask[:, None] & waiting[None, :],
+                            o0_ptr, o0m, o1_ptr, o1m, o2_ptr, o2m, o3_ptr, o3m,
+                            C0, C1, C2, NUM_BRANCHES)
+            tail_u = tail_next
+
+        y = u
+        if RELU_FIRST:
+            y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
+        if LRN:
+            s = _window_sums(y, band, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32),
+                             WINDOW_TERMS, UPCAST)
+            y = _lrn_relu(y, s, lrn_k, alpha_over_size, beta, RELU_FIRST)
+        elif not RELU_FIRST:
+            y = tl.where(y < 0.0, 0.0, y)            # ReLU; NaN stays NaN
+
+        if CARRY:   # not the 8 channels either side of a boundary inside the chain
+            keep = keep & ((c >= start + tl.where(p > 0, 8, 0))
+                           & (c < start + BLOCK_N - tl.where(p < pieces - 1, 8, 0)))[None, :]
+        _store_branches(y, rows, c, keep, o0_ptr, o0m, o1_ptr, o1m, o2_ptr, o2m, o3_ptr, o3m,
+                        C0, C1, C2, NUM_BRANCHES)
 
 
 # Layout is not in the key: every launch reads channels_last rows. M_BUCKET is the batch's
@@ -309,24 +418,39 @@ def pixel_rows(t: torch.Tensor) -> int | None:
 
 
 _PLANS: dict = {}
+# Tile shapes whose chains a plan table holds: the configs' and the interpreter's.
+_SHAPES = sorted({cfg[:2] for cfg in tiling.CONFIGS} | {(64, 64)})
 
 
-def _plan_table(groups, size, device) -> tuple[torch.Tensor, int, dict, bool]:
-    """The column plans of every BLOCK_N as one int32 table (cached: made once per module
-    shape and device, before any CUDA graph capture), its row stride, {BLOCK_N: tiles} and
-    whether every channel count, tile start and store bound is even (tiling.even_plan)."""
-    key = (tuple(groups), size, str(device))
+def streaming_multiprocessors(device) -> int:
+    """SMs of ``device``; off a GPU (the interpreter, tests/aot_compile.py), the H200's 132."""
+    if device.type != "cuda":
+        return 132
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _plan_table(groups, size, rows, k, device, **launch) -> tuple[torch.Tensor, int, dict, bool,
+                                                                   bool]:
+    """The column chains of every tile shape for a launch of ``rows`` pixel rows and ``k`` K
+    terms (``launch``: its pool and training, tiling.launch_chains), as one int32 table
+    (cached: made once per module shape, batch and device, before any CUDA graph capture), its
+    row stride, {(BLOCK_M, BLOCK_N): chain count}, whether every channel count, tile start and
+    store bound is even (tiling.even_plan) and whether some chain has more than one tile."""
+    key = (tuple(groups), size, rows, k, str(device), tuple(sorted(launch.items())))
     if key not in _PLANS:
-        widths = sorted({cfg[1] for cfg in tiling.CONFIGS} | {64})
-        plans = {bn: tiling.plan(groups, size, bn) for bn in widths}
-        stride = 1 + 3 * max(len(p) for p in plans.values())
-        table = torch.zeros((max(widths) // 64 + 1) * stride, dtype=torch.int32)
-        for bn, tiles in plans.items():
-            row = (bn // 64) * stride
-            table[row] = len(tiles)
-            table[row + 1:row + 1 + 3 * len(tiles)] = torch.tensor(tiles).flatten()
-        _PLANS[key] = (table.to(device), stride, {bn: len(p) for bn, p in plans.items()},
-                       tiling.even_plan(groups, size))
+        sms = streaming_multiprocessors(device)
+        plans = {(bm, bn): tiling.launch_chains(groups, size, bm, bn, rows, k, sms, **launch)
+                 for bm, bn in _SHAPES}
+        stride = 1 + 4 * max(len(p) for p in plans.values())
+        table = torch.zeros((max(tiling.plan_row(*shape) for shape in plans) + 1) * stride,
+                            dtype=torch.int32)
+        for shape, chains in plans.items():
+            row = tiling.plan_row(*shape) * stride
+            table[row] = len(chains)
+            table[row + 1:row + 1 + 4 * len(chains)] = torch.tensor(chains).flatten()
+        chained = any(n > 1 for chains in plans.values() for *_, n in chains)
+        _PLANS[key] = (table.to(device), stride, {shape: len(p) for shape, p in plans.items()},
+                       tiling.even_plan(groups, size), chained)
     return _PLANS[key]
 
 
@@ -348,8 +472,11 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     M = N * H * W
     pooled = pool_weight is not None
     pool_from = sum(channels) - (channels[-1] if pooled else 0)
-    table, stride, tiles, even_plan = _plan_table(branch_groups(channels, pool_from), size,
-                                                  x.device)
+    step = tiling.k_step(ks * ks * K)
+    save = preactivation is not None
+    table, stride, chains, even_plan, chained = _plan_table(
+        branch_groups(channels, pool_from), size, M, -(-ks * ks * K // step) * step, x.device,
+        pool=pooled, training=save)
     slots = list(dests) + [dests[0]] * (4 - len(dests))   # unused slots: never stored to
     c0, c1, c2 = (list(channels) + [0, 0])[:3]
     weight, bias = (weight, bias) if weight is not None else (pool_weight, pool_bias)
@@ -358,9 +485,8 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     terms = _WINDOW_TERMS[x.dtype if x.dtype != torch.float32 else precision]
 
     def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]) * tiles[meta["BLOCK_N"]],)
+        return (triton.cdiv(M, meta["BLOCK_M"]) * chains[meta["BLOCK_M"], meta["BLOCK_N"]],)
 
-    save = preactivation is not None
     if save and pooled and pool_preactivation is None:
         raise ValueError("launch_arguments: a launch with the pool projection that saves "
                          "pre-activations needs pool_preactivation too")
@@ -380,8 +506,8 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
     constexprs = dict(SIZE=size, LRN=lrn is not None, RELU_FIRST=relu_first, KS=ks,
                       POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
-                      SAVE_U=save, EVEN=even, K8=k8, POOL_K=tiling.POOL_K[x.element_size()],
-                      BLOCK_K=tiling.k_step(ks * ks * K), GROUP=GROUP_M)
+                      SAVE_U=save, EVEN=even, K8=k8, CHAINED=chained,
+                      POOL_K=tiling.POOL_K[x.element_size()], BLOCK_K=step, GROUP=GROUP_M)
     return _kernel, grid, args, constexprs
 
 

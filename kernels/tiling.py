@@ -9,6 +9,11 @@ window it holds: a branch that fits in the tile needs no halo, a branch cut by t
 loses its last (size - 1) // 2 channels to the next tile, which starts size // 2 channels before
 them (not before its branch's start). Small branches share a tile (the window product keeps
 them apart).
+
+A chain is a wider tile that one program computes as ``n`` tiles of BLOCK_N columns, one after
+another, carrying each tile's last EDGE columns into the next: no halo inside a chain, only at
+its ends. Its tiles run on one SM in turn, so a long chain lengthens the launch's last wave;
+chain_pieces weighs the columns saved against that.
 """
 from __future__ import annotations
 
@@ -48,6 +53,9 @@ TRAINING_POOL_EXCLUDED = {(128, 64, 8, 4), (64, 128, 8, 3)}
 WIDE = {(256, 64, 8, 3), (128, 128, 8, 3)}
 FP32_EXCLUDED |= {(256, 64, 8, 3)}
 POOL_K = {2: 32, 4: 16}  # K step of pool tiles by operand bytes
+# Columns a chain hands from one tile to the next (the narrowest tl.dot operand): the windows
+# of the 8 channels either side of a boundary lie in them and the next tile's first 16.
+EDGE = 16
 
 
 def k_step(k: int) -> int:
@@ -56,6 +64,16 @@ def k_step(k: int) -> int:
     64). A 16-wide step would waste less, but no config moves its operand tiles in 16-byte
     copies at that width."""
     return min((64, 32), key=lambda step: (-(-k // step) * step, -step))
+
+
+# Chains cost registers: the loop over a chain's tiles keeps more values live, and so does the
+# edge it hands on (3×3 in bf16 at 64×32: 56 registers unchained, about 145 chained). Compiled
+# for sm_90 (triton 3.6), chained launches with pool tiles or pre-activation stores spilled in
+# every config, and the inference 3×3 / 5×5 launches at 64×128 (fp16, fp32), 128×128 and
+# 256×64; these stayed without spills. Only these run chains (their config's CHAIN): in the
+# same launch, the others run single tiles, so the wide tiles stay for the autotuner to take.
+CHAIN_CONFIGS = {(64, 32, 4, 4), (64, 64, 8, 4), (128, 64, 8, 4)}
+CHAIN_SHAPES = {cfg[:2] for cfg in CHAIN_CONFIGS}
 
 
 def usable(config, itemsize: int, step: int = 64, *, pool: bool = False,
@@ -104,43 +122,92 @@ def column_plan(channels, size: int, block_n: int) -> list[tuple[int, int, int]]
     return tiles
 
 
-def plan(groups, size: int, block_n: int) -> list[tuple[int, int, int]]:
-    """Column tiles of a GEMM that stacks ``groups`` of branches (a tuple of channel tuples),
-    channel numbers running on across groups: no tile mixes two groups (the pool projection,
-    which reads another operand, is a group of its own)."""
-    tiles, offset = [], 0
+def chain_plan(groups, size: int, block_n: int, pieces: int = 1):
+    """Column chains (start, lo, hi, n) of a GEMM that stacks ``groups`` of branches (a tuple
+    of channel tuples), channel numbers running on across groups: the chain computes ``n`` tiles
+    of ``block_n`` channels from ``start`` (n <= ``pieces``) and stores [lo, hi), as one tile of
+    pieces · block_n columns would (column_plan). No chain mixes two groups (the pool
+    projection, which reads another operand, is a group of its own). A window wider than the
+    carried edge, or no window (``size`` 1: no halo to save), allows no chain longer than a
+    tile."""
+    pieces = pieces if 1 < size and size // 2 <= EDGE // 2 else 1
+    chains, offset = [], 0
     for channels in groups:
-        tiles += [(start + offset, lo + offset, hi + offset)
-                  for start, lo, hi in column_plan(channels, size, block_n)]
-        offset += sum(channels)
-    return tiles
+        total, width = sum(channels), pieces * block_n
+        for start, lo, hi in column_plan(channels, size, width):
+            n = -(-(min(start + width, total) - start) // block_n)
+            chains.append((start + offset, lo + offset, hi + offset, n))
+        offset += total
+    return chains
+
+
+def chain_pieces(groups, size: int, block_m: int, block_n: int, rows: int, k: int,
+                 sms: int) -> int:
+    """Tiles per chain for one launch of ``rows`` pixel rows and ``k`` K terms (padded to the K
+    step) on ``sms`` SMs: of 1 up to a whole group, the one of least cost, in FLOPs per SM: the
+    launch's work spread over the SMs plus half its longest program (the last wave's expected
+    idle time). Ties: the shorter chain."""
+    blocks = -(-rows // block_m)
+
+    def cost(pieces):
+        # A tile's GEMM and window product (one term); in chains, the edge's two [16] @ [16, 16]
+        per_tile = 2 * block_m * (block_n * (k + block_n) + (EDGE * 2 * EDGE if pieces > 1 else 0))
+        chains = chain_plan(groups, size, block_n, pieces)
+        tiles = sum(n for *_, n in chains)
+        return (blocks * tiles * per_tile / sms + max(n for *_, n in chains) * per_tile / 2,
+                pieces)
+
+    longest = max(-(-sum(channels) // block_n) for channels in groups)
+    return min(cost(p) for p in range(1, longest + 1))[1]
+
+
+def launch_chains(groups, size: int, block_m: int, block_n: int, rows: int, k: int, sms: int,
+                  *, pool: bool = False, training: bool = False):
+    """The chains a launch runs at one tile shape (chain_plan at chain_pieces' length): chains
+    only in a launch without pool tiles or pre-activation stores, at a shape of CHAIN_CONFIGS
+    (the others spilled)."""
+    chained = not pool and not training and (block_m, block_n) in CHAIN_SHAPES
+    pieces = chain_pieces(groups, size, block_m, block_n, rows, k, sms) if chained else 1
+    return chain_plan(groups, size, block_n, pieces)
 
 
 def even_plan(groups, size: int) -> bool:
     """Whether every channel count of ``groups`` and every tile start and store bound of their
-    plans (at each BLOCK_N of CONFIGS) is even: then the kernel stores channel pairs (its
-    EVEN)."""
-    plans = [plan(groups, size, bn) for bn in {cfg[1] for cfg in CONFIGS}]
+    plans (at each BLOCK_N of CONFIGS, in chains of any length) is even: then the kernel stores
+    channel pairs (its EVEN)."""
+    plans = [chain_plan(groups, size, bn, p) for bn in {cfg[1] for cfg in CONFIGS}
+             for p in (1, 1 << 10)]
     return (all(c % 2 == 0 for channels in groups for c in channels)
-            and all(v % 2 == 0 for tiles in plans for tile in tiles for v in tile))
+            and all(v % 2 == 0 for chains in plans for chain in chains for v in chain[:3]))
 
 
-def waste(groups, size: int, block_n: int) -> float:
-    """Computed columns per stored column (1.0 = no waste)."""
+def plan_row(block_m: int, block_n: int) -> int:
+    """Row of a launch's plan table that holds the chains of a (BLOCK_M, BLOCK_N) tile; the
+    kernel computes the same from its constexprs."""
+    return block_m // 16 * 5 + block_n // 32
+
+
+def waste(groups, size: int, block_n: int, pieces: int = 1) -> float:
+    """Computed columns per stored column (1.0 = no waste), in chains of up to ``pieces``
+    tiles."""
     total = sum(sum(channels) for channels in groups)
-    return len(plan(groups, size, block_n)) * block_n / total if total else 1.0
+    tiles = sum(n for *_, n in chain_plan(groups, size, block_n, pieces))
+    return tiles * block_n / total if total else 1.0
 
 
-def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 64, **launch):
-    """The configs worth timing for one GEMM: the BLOCK_N of least column waste and every wider
-    one, and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49). A wider tile computes
-    more wasted columns but moves fewer operand bytes from L2 per FLOP ((BLOCK_M + BLOCK_N) · K
-    bytes per 2 · BLOCK_M · BLOCK_N · K FLOPs), and with tiles this small that traffic, not the
-    tensor cores, may bound the GEMM (benchmarks/roofline.py's L2 line): the autotuner measures
-    which wins. A narrower tile than the least-waste one loses on both counts. ``launch``:
-    usable's pool and training."""
+def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 64,
+          **launch):
+    """The configs worth timing for one GEMM: the BLOCK_N of least column waste (the least it
+    can reach: in chains as long as a group where the launch may chain) and every wider one,
+    and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49). A wider tile computes more wasted columns but moves
+    fewer operand bytes from L2 per FLOP ((BLOCK_M + BLOCK_N) · K bytes per 2 · BLOCK_M ·
+    BLOCK_N · K FLOPs), and with tiles this small that traffic, not the tensor cores, may bound
+    the GEMM (benchmarks/roofline.py's L2 line): the autotuner measures which wins. A narrower
+    tile than the least-waste one loses on both counts. ``launch``: usable's pool and
+    training."""
     configs = [cfg for cfg in configs if usable(cfg, itemsize, step, **launch)] or configs
-    by_n = {cfg[1]: waste(groups, size, cfg[1]) for cfg in configs}
+    longest = 1 if launch.get("pool") or launch.get("training") else 1 << 10   # launch_chains
+    by_n = {cfg[1]: waste(groups, size, cfg[1], longest) for cfg in configs}
     best = min(by_n.values())
     narrowest = min(bn for bn, w in by_n.items() if w <= best * (1 + 1e-9))
     kept = [cfg for cfg in configs if cfg[1] >= narrowest]

@@ -110,6 +110,7 @@ def main(argv=None):
                 key = (kernel, dtype, str(cfg), repr(specialization))
                 row = dict(kernel=kernel, dtype=dtype, module=module, batch=batch,
                            config=str(cfg), num_stages=cfg.num_stages, k8=constexprs["K8"],
+                           chain=constexprs["CHAINED"] and cfg.kwargs["CHAIN"],
                            specialization=[list(map(str, s)) for s in specialization
                                            if s[0] != "constexpr"])
                 if key not in compiled:
@@ -125,7 +126,8 @@ def main(argv=None):
                         compiled[key] = dict(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
                     compiled[key].update(variant=len(compiled) - 1, kernel=kernel, dtype=dtype,
                                          config=str(cfg), num_stages=cfg.num_stages,
-                                         k_step=constexprs["BLOCK_K"])
+                                         k_step=constexprs["BLOCK_K"],
+                                         chained=constexprs["CHAINED"])
                     if compiled[key]["ok"]:
                         os.makedirs(opts.out, exist_ok=True)
                         c = cfg.kwargs

@@ -213,17 +213,26 @@ def test_triton_stores_move_channel_pairs(triton_variants):
 def test_triton_variants_are_few_and_shapes_share_them(triton_variants):
     """Specialization is on ("divisible by 16" for pointers, K and row strides), but values are
     not: the nine modules and the stem at batch 1, 32 and 256 in three dtypes share a few
-    variants per (launch kind, dtype, config, K step)."""
+    variants per (launch kind, dtype, config, K step, chains in the plan or not)."""
     launches, variants = triton_variants["launches"], triton_variants["variants"]
     assert {r["batch"] for r in launches} == {1, 32, 256}
     assert len({r["module"] for r in launches}) == 9 + 1
     per_config = {}
     for v in variants.values():
-        per_config.setdefault((v["kernel"], v["dtype"], v["config"], v["k_step"]), []).append(v)
+        per_config.setdefault((v["kernel"], v["dtype"], v["config"], v["k_step"], v["chained"]),
+                              []).append(v)
     assert max(len(vs) for vs in per_config.values()) <= 2, "more than 2 specializations"
     assert len(variants) <= 2 * len(per_config)
     print(f"{len(variants)} compiled variants for {len(launches)} (module, batch, dtype, config) "
           f"launches")
+    # Chains run where tiling.launch_chains allows them (inference launches without pool tiles,
+    # the configs of tiling.CHAIN_CONFIGS) and pay: every 3×3 branch at batch 256 runs them.
+    from googlenet_fused.reference import INCEPTION_CONFIGS
+
+    chained = {(r["kernel"], r["module"], r["batch"]) for r in launches if r["chain"]}
+    assert {kernel for kernel, _, _ in chained} == {"3x3", "5x5", "stem 3x3"}
+    assert {(m, 256) for m in INCEPTION_CONFIGS} <= {(m, n) for k, m, n in chained if k == "3x3"}
+    assert all("CHAIN: True" in r["config"] for r in launches if r["chain"])
     # x's pixel stride (its channels) is "divisible by 16" for every launch but the 5×5 of 4b
     # and 4c (24 channels), whose K8 hint gives the loads the multiple of 8 they need instead.
     for r in launches:

@@ -21,16 +21,41 @@ def test_ideal_module_by_hand():
 def test_fused_gemm_waste_by_hand():
     # 5b at batch 1: 7×7 = 49 rows in one 64-row tile (the autotuner keeps only BLOCK_M 64 for
     # 49 rows). Its 1×1 launch stacks (384, 192, 48) and the pool projection's 128 apart: at
-    # BLOCK_N 128 that is 4 + 1 tiles (halos where 384 and 192 are cut), the least waste.
+    # BLOCK_N 128 that is 4 + 1 tiles (halos where 384 and 192 are cut), the least waste. A
+    # launch with pool tiles runs no chains.
     k = roofline.fused_module((832, 384, 192, 384, 48, 128, 128), 1, 7, "bf16")[0]
-    assert len(roofline.tiling.plan(((384, 192, 48), (128,)), 5, 128)) == 6
+    tiles = roofline.tiling.launch_chains(((384, 192, 48), (128,)), 5, 64, 128, 49, 832, 132,
+                                          pool=True)
+    assert len(tiles) == 6 and all(n == 1 for *_, n in tiles)
     assert k.flops == 2.0 * 64 * 832 * 6 * 128
     assert k.bf16_flops == 1 * 2.0 * 64 * 128 * 6 * 128   # one bf16 term of u² @ band
     assert k.bytes == 2 * (49 * 832 + 752 * 832 + 49 * 752)  # x once, weights, the outputs
     # from L2 into shared memory: each of the 6 tiles loads its 64 rows and 128 weight columns
     # at every K step (832 = 13 steps of 64)
     assert k.l2_bytes == 6 * (64 + 128) * 832 * 2
-    assert k.seconds("bf16", 1e12) == pytest.approx(k.l2_bytes / 1e12 + 2e-6)
+    # the last wave: half of one program (a tile's GEMM and window product) at one SM's share
+    program = 2.0 * 64 * 128 * 832 + 2.0 * 64 * 128 * 128
+    assert k.tail_s == pytest.approx(program / 2 / (790e12 / 132))
+    assert k.seconds("bf16", 1e12) == pytest.approx(k.l2_bytes / 1e12 + 2e-6 + k.tail_s)
+
+
+def test_chains_by_hand():
+    # 4e's 3×3 at batch 256 (160 -> 320 channels, K = 9 · 160 = 1440, steps of 32): the model
+    # takes the tile and chain length the launcher plans; whatever it takes, the FLOPs are the
+    # chains' columns (no halo inside a chain) and every tile of a chained launch also runs the
+    # edge's two [16] @ [16, 16] products per row.
+    rows = 256 * 14 * 14
+    k = roofline.fused_module((528, 256, 160, 320, 32, 128, 128), 256, 14, "bf16")[1]
+    found = []
+    for bm, bn, *_ in roofline.tiling.CONFIGS:
+        pieces = roofline.tiling.chain_pieces(((320,),), 5, bm, bn, rows, 1440, 132)
+        chains = roofline.tiling.chain_plan(((320,),), 5, bn, pieces)
+        tiles = -(-rows // bm) * sum(n for *_, n in chains)
+        edge = 2 * 2 * 16 * 16
+        found.append(pieces > 1 and k.flops == 2.0 * bm * 1440 * bn * tiles
+                     and k.bf16_flops == bm * tiles * (2.0 * bn * bn + edge))
+    assert any(found)
+    assert k.flops < 2.0 * rows * 1440 * 384   # the halo plan's 384 columns at BLOCK_N 32
 
 
 def test_x_read_once_per_launch():

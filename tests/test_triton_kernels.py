@@ -1,10 +1,13 @@
 """Triton kernels: interpreter numerics on CPU and GPU numerics (their code for the H200 is
 checked in tests/test_codegen.py)."""
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from googlenet_fused import backends
+from googlenet_fused.kernels import tiling
 from googlenet_fused.reference import INCEPTION_CONFIGS
 from helpers import assert_matches, fp32_precision, plain_lowp
 
@@ -201,7 +204,7 @@ def test_interpreter_input_rows_padded_only_to_a_multiple_of_8(cin, padded, monk
 
 
 @pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
-@pytest.mark.parametrize("block_n, block_m", [(32, 16), (128, 16), (128, 128), (64, 256)])
+@pytest.mark.parametrize("block_n, block_m", [(32, 64), (128, 64), (128, 128), (64, 256)])
 @pytest.mark.parametrize("pool", [False, True], ids=["reductions", "reductions+pool"])
 @pytest.mark.parametrize("reductions", [(1, 37, 2), (2, 36, 4)], ids=["odd", "even"])
 def test_interpreter_column_plans_at_other_tile_widths(block_n, block_m, pool, reductions):
@@ -217,7 +220,7 @@ def test_interpreter_column_plans_at_other_tile_widths(block_n, block_m, pool, r
     weights = dict(weight=w, bias=b) | (dict(pool_weight=wp, pool_bias=bp) if pool else {})
     kernel, grid, args, constexprs = K.launch_arguments(x, dests, channels, LRN, **weights)
     assert constexprs["EVEN"] == (reductions == (2, 36, 4))
-    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n)
+    meta = K.meta(block_m, block_n)
     K._conv_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
     ref = reference_reductions(x, w, b, reductions)
     ref += [reference_pool(x, wp, bp)] if pool else []
@@ -225,9 +228,68 @@ def test_interpreter_column_plans_at_other_tile_widths(block_n, block_m, pool, r
         assert_matches(got, want.double(), what=f"{block_m} x {block_n} {channels}")
 
 
-def test_even_plan_says_when_every_channel_bound_is_even():
-    from googlenet_fused.kernels import tiling
+@pytest.fixture
+def whole_chains(monkeypatch):
+    """Chains as long as a group: tiling.chain_pieces keeps them short at the interpreter's
+    small shapes (a long chain would lengthen a short launch's only wave)."""
+    monkeypatch.setattr(tiling, "chain_pieces", lambda *args: 1 << 10)
+    monkeypatch.setattr(K, "_PLANS", {})
+    yield
+    K._PLANS.clear()
 
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])  # bf16 pool: PLATFORM.md
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("n, cin, hw, channels, cp", [
+    (2, 19, (3, 5), (1, 37, 2), 70),     # odd branches
+    (1, 16, (7, 7), (64, 62, 66), 130),  # branches ending at, before and after a tile's end
+    (3, 8, (1, 1), (126, 3, 1), 65),     # a branch cut 2 channels before the tile's end
+])
+def test_interpreter_chains_reductions(whole_chains, dtype, layout, n, cin, hw, channels, cp):
+    """Chains: a program computes its tiles one after another and hands the next one the
+    columns its windows need; the values are the reference's, each channel stored once. The
+    reductions in a launch of their own (one with pool tiles runs no chains)."""
+    run_case(n, cin, hw, channels, cp, dtype, layout, "cpu", fold=False)
+    _, _, _, constexprs = K.launch_arguments(
+        make_input((n, cin, *hw), dtype, "channels_last", "cpu"),
+        [torch.empty(n, c, *hw, dtype=dtype).contiguous(memory_format=torch.channels_last)
+         for c in channels], channels, LRN, weight=torch.empty(sum(channels), cin, dtype=dtype),
+        bias=torch.empty(sum(channels), dtype=dtype))
+    assert constexprs["CHAINED"]
+
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("n, cin, hw, cout, ks, epilogue", [
+    (1, 16, (4, 4), 208, 3, "lrn_relu"),  # 4a's 3×3 width: four tiles of 64
+    (2, 5, (3, 7), 130, 5, "lrn_relu"),  # odd input channels, a 2-channel last tile
+    (1, 64, (3, 3), 192, 3, "relu_lrn"),  # the stem's 3×3: ReLU before the LRN
+    (1, 9, (2, 2), 100, 1, "relu"),      # no LRN: no window to carry
+])
+def test_interpreter_chains_conv(whole_chains, dtype, n, cin, hw, cout, ks, epilogue):
+    run_conv_case(n, cin, hw, cout, ks, dtype, "channels_last", "cpu", epilogue)
+
+
+@pytest.mark.skipif(ON_GPU, reason="interpreter tests run without a GPU")
+@pytest.mark.parametrize("block_m, block_n", sorted(tiling.CHAIN_SHAPES))
+def test_interpreter_chains_at_other_tile_widths(whole_chains, block_n, block_m):
+    """Every tile shape that runs chains: the edge handed on is 16 columns at each width (at 32
+    a tile's halves)."""
+    channels = (3, 101, 40)
+    x = make_input((2, 19, 3, 5), torch.float32, "channels_last", "cpu")
+    w, b = torch.randn(144, 19) * 0.7, torch.randn(144)
+    dests = [torch.full((2, c, 3, 5), 777.0).contiguous(memory_format=torch.channels_last)
+             for c in channels]
+    kernel, grid, args, constexprs = K.launch_arguments(x, dests, channels, LRN, weight=w, bias=b)
+    assert constexprs["CHAINED"]
+    meta = K.meta(block_m, block_n)
+    K._conv_lrn_relu_kernel[grid(meta)](*args, **constexprs, **meta)
+    for got, want in zip(dests, reference_reductions(x, w, b, channels)):
+        assert_matches(got, want.double(), what=f"{block_m} x {block_n} {channels}")
+
+
+def test_even_plan_says_when_every_channel_bound_is_even():
     for cin, c1, c3r, c3, c5r, c5, cp in INCEPTION_CONFIGS.values():
         for groups in (((c1, c3r, c5r), (cp,)), ((c3,),), ((c5,),)):
             assert tiling.even_plan(groups, 5), groups
@@ -240,8 +302,6 @@ def test_even_plan_says_when_every_channel_bound_is_even():
 @pytest.mark.parametrize("block_n", [16, 32, 64, 128])
 @pytest.mark.parametrize("size", [1, 2, 5, 7])
 def test_column_plan_stores_each_channel_once_with_its_window(channels, block_n, size):
-    from googlenet_fused.kernels import tiling
-
     if block_n <= size - 1:
         with pytest.raises(ValueError, match="cannot hold"):
             tiling.column_plan(channels, size, block_n)
@@ -257,12 +317,50 @@ def test_column_plan_stores_each_channel_once_with_its_window(channels, block_n,
                 assert min(end - 1, c + (size - 1) // 2) < start + block_n
 
 
+@pytest.mark.parametrize("groups", [((64, 96, 16), (32,)), ((384, 192, 48), (128,)), ((320,),),
+                                    ((3, 17, 1), (70,)), ((130, 3, 17),), ((1,),)])
+@pytest.mark.parametrize("block_n", [32, 64, 128])
+@pytest.mark.parametrize("pieces", [1, 2, 3, 1 << 10])
+@pytest.mark.parametrize("size", [1, 5, 17, 19])
+def test_chain_plan_stores_each_channel_once_with_its_window(groups, block_n, pieces, size):
+    """A chain is a tile of n · BLOCK_N columns computed in n steps: every channel stored once,
+    its in-branch window inside its chain, no chain across groups, none longer than asked, and
+    none longer than one tile without a window to carry or with one wider than the edge."""
+    chains = tiling.chain_plan(groups, size, block_n, pieces)
+    total = sum(sum(g) for g in groups)
+    assert [c for _, lo, hi, _ in chains for c in range(lo, hi)] == list(range(total))
+    channels = [c for g in groups for c in g]
+    group_ends = list(itertools.accumulate(sum(g) for g in groups))
+    for start, lo, hi, n in chains:
+        assert 1 <= n <= (pieces if 1 < size <= 17 else 1)
+        end_of_group = next(e for e in group_ends if e > start)
+        assert start + (n - 1) * block_n < end_of_group   # no tile wholly past its group
+        for first, end in tiling.branch_bounds(channels):
+            for c in range(max(lo, first), min(hi, end)):
+                assert start <= max(first, c - size // 2)
+                assert min(end - 1, c + (size - 1) // 2) < start + n * block_n
+    assert tiling.waste(groups, size, block_n, pieces) == (
+        sum(n for *_, n in chains) * block_n / total)
+
+
+def test_chain_pieces_weighs_columns_against_the_last_wave():
+    # One row block (a batch-1 7×7): a chain only lengthens the launch's only wave
+    assert tiling.chain_pieces(((384, 192, 48), (128,)), 5, 64, 32, 49, 832, 132) == 1
+    # 4e's 3×3 at batch 256 (784 row blocks of 64): 320 channels in tiles of 32 compute 384
+    # columns with halos, 320 in chains; the longer programs cost less than the columns saved
+    groups, rows, k = ((320,),), 256 * 14 * 14, 1440
+    pieces = tiling.chain_pieces(groups, 5, 64, 32, rows, k, 132)
+    assert pieces > 1
+    assert tiling.waste(groups, 5, 32, pieces) < tiling.waste(groups, 5, 32, 1) == 384 / 320
+    # No window: nothing to save, and chain_plan makes none
+    assert tiling.chain_pieces(groups, 1, 64, 32, rows, k, 132) == 1
+
+
 def test_column_waste_over_the_nine_modules():
     """Columns computed per column stored, over the nine modules' 1×1 GEMMs by their FLOPs, at
     the least-waste BLOCK_N the autotuner keeps (the issue's goal: at most 10 %). It also keeps
     wider tiles, which waste more columns and move fewer L2 bytes per FLOP; it takes one only
     where it measures faster."""
-    from googlenet_fused.kernels import tiling
     from googlenet_fused.reference import SPATIAL_AT_224
 
     exact = computed = 0.0
