@@ -209,7 +209,7 @@ def _conv_lrn_relu_kernel(
     CARRY: tl.constexpr = CHAIN and CHAINED   # this launch's plan has chains at this config
 
     # Grouped raster: GROUP row tiles × every chain, the chains of a row block together.
-    plan = plan_ptr + (BLOCK_M // 16 * 5 + BLOCK_N // 32) * plan_stride   # tiling.plan_row
+    plan = plan_ptr + (BLOCK_M // 64 * 3 + BLOCK_N // 64) * plan_stride   # tiling.plan_row
     num_pid_n = tl.load(plan)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     pid = tl.program_id(0)

@@ -184,7 +184,7 @@ def even_plan(groups, size: int) -> bool:
 def plan_row(block_m: int, block_n: int) -> int:
     """Row of a launch's plan table that holds the chains of a (BLOCK_M, BLOCK_N) tile; the
     kernel computes the same from its constexprs."""
-    return block_m // 16 * 5 + block_n // 32
+    return block_m // 64 * 3 + block_n // 64
 
 
 def waste(groups, size: int, block_n: int, pieces: int = 1) -> float:

@@ -343,6 +343,11 @@ def test_chain_plan_stores_each_channel_once_with_its_window(groups, block_n, pi
         sum(n for *_, n in chains) * block_n / total)
 
 
+def test_plan_rows_are_distinct_for_every_tile_shape():
+    shapes = {cfg[:2] for cfg in tiling.CONFIGS} | {(64, 64)}   # and the interpreter's
+    assert len({tiling.plan_row(*shape) for shape in shapes}) == len(shapes)
+
+
 def test_chain_pieces_weighs_columns_against_the_last_wave():
     # One row block (a batch-1 7×7): a chain only lengthens the launch's only wave
     assert tiling.chain_pieces(((384, 192, 48), (128,)), 5, 64, 32, 49, 832, 132) == 1
