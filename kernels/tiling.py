@@ -175,8 +175,9 @@ def even_plan(groups, size: int) -> bool:
     """Whether every channel count of ``groups`` and every tile start and store bound of their
     plans (at each BLOCK_N of CONFIGS, in chains of any length) is even: then the kernel stores
     channel pairs (its EVEN)."""
+    longest = max((-(-sum(channels) // 32) for channels in groups), default=1)
     plans = [chain_plan(groups, size, bn, p) for bn in {cfg[1] for cfg in CONFIGS}
-             for p in (1, 1 << 10)]
+             for p in range(1, longest + 1)]
     return (all(c % 2 == 0 for channels in groups for c in channels)
             and all(v % 2 == 0 for chains in plans for chain in chains for v in chain[:3]))
 
@@ -206,8 +207,9 @@ def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 
     tile than the least-waste one loses on both counts. ``launch``: usable's pool and
     training."""
     configs = [cfg for cfg in configs if usable(cfg, itemsize, step, **launch)] or configs
-    longest = 1 if launch.get("pool") or launch.get("training") else 1 << 10   # launch_chains
-    by_n = {cfg[1]: waste(groups, size, cfg[1], longest) for cfg in configs}
+    may_chain = not (launch.get("pool") or launch.get("training"))   # as launch_chains
+    by_n = {cfg[1]: waste(groups, size, cfg[1], 1 << 10 if may_chain and cfg[1] in {
+        shape[1] for shape in CHAIN_SHAPES} else 1) for cfg in configs}
     best = min(by_n.values())
     narrowest = min(bn for bn, w in by_n.items() if w <= best * (1 + 1e-9))
     kept = [cfg for cfg in configs if cfg[1] >= narrowest]
