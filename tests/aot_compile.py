@@ -9,13 +9,15 @@ the pool projection folded in, conv_lrn_relu for the 3×3 and 5×5 branches) run
 and for training on CPU tensors, the kernel swapped for a recorder; each recorded launch is bound by Triton's own binder (the same specialization: "== 1",
 "divisible by 16", pointer alignment) and compiled for every config of its autotune list that
 the launch admits (tiling.usable: dtype, K step and what the launch stores).
-Each distinct variant's PTX and cubin go to DIR, named by kernel, dtype, config and the first
-module and batch that use it; the JSON rows name the files.
+Each distinct variant is compiled once, by a pool of processes (``--jobs``, default one per
+core; GF_CODEGEN_JOBS sets it from the test); its PTX and cubin go to DIR, named by kernel,
+dtype, config and the first module and batch that use it; the JSON rows name the files.
 Run in its own process: the tests use the interpreter (TRITON_INTERPRET=1), whose functions
 cannot be compiled for a GPU.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -87,64 +89,81 @@ def record_launches():
     return recorder, launches
 
 
+def _compile(job):
+    """One variant's PTX, cubin and shared memory, or its error (in a worker process)."""
+    signature, consts, attrs, options = job
+    start = time.time()
+    try:
+        k = triton.compile(ASTSource(fn=K._conv_lrn_relu_kernel, signature=signature,
+                                     constexprs=consts, attrs=attrs),
+                           target=TARGET, options=options)
+        return dict(ok=True, shared=k.metadata.shared, ptx=k.asm["ptx"], cubin=k.asm["cubin"],
+                    seconds=round(time.time() - start, 2))
+    except Exception as exc:  # reported, and failed, by the test
+        return dict(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, help="folder for each variant's PTX and cubin")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("GF_CODEGEN_JOBS", 0))
+                        or os.cpu_count(), help="compiler processes (default: one per core)")
     opts = parser.parse_args(argv)
     recorder, launches = record_launches()
     fn = K._conv_lrn_relu_kernel
     backend = make_backend(TARGET)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
-    results, compiled = [], {}
+    results, variants, jobs = [], {}, []
     for (kernel, dtype), calls in launches.items():
         for module, batch, args, constexprs in calls:
             itemsize = DTYPES[dtype].itemsize
             for cfg in [c for c in recorder.autotuner.configs
                         if tiling.usable(K.config_tuple(c), itemsize, constexprs["BLOCK_K"],
                                          pool=constexprs["POOL"], training=constexprs["SAVE_U"])]:
+                # The kernel reads CHAINED only as CARRY = CHAIN and CHAINED: a config without
+                # CHAIN compiles to the same code either way (48 of the 314 variants were such
+                # pairs, byte-identical PTX), so it is compiled once, with CHAINED False.
                 kwargs = dict(constexprs, **cfg.kwargs, num_warps=cfg.num_warps,
                               num_stages=cfg.num_stages)
+                kwargs["CHAINED"] = constexprs["CHAINED"] and cfg.kwargs["CHAIN"]
                 bound, specialization, options = binder(*args, **kwargs)
                 options, signature, consts, attrs = fn._pack_args(backend, kwargs, bound,
                                                                   specialization, options)
                 key = (kernel, dtype, str(cfg), repr(specialization))
-                row = dict(kernel=kernel, dtype=dtype, module=module, batch=batch,
-                           config=str(cfg), num_stages=cfg.num_stages, k8=constexprs["K8"],
-                           chain=constexprs["CHAINED"] and cfg.kwargs["CHAIN"],
-                           specialization=[list(map(str, s)) for s in specialization
-                                           if s[0] != "constexpr"])
-                if key not in compiled:
-                    start = time.time()
-                    try:
-                        k = triton.compile(ASTSource(fn=fn, signature=signature,
-                                                     constexprs=consts, attrs=attrs),
-                                           target=TARGET, options=options.__dict__)
-                        compiled[key] = dict(ok=True, shared=k.metadata.shared,
-                                             ptx=k.asm["ptx"], cubin=k.asm["cubin"],
-                                             seconds=round(time.time() - start, 2))
-                    except Exception as exc:  # reported, and failed, by the test
-                        compiled[key] = dict(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000])
-                    compiled[key].update(variant=len(compiled) - 1, kernel=kernel, dtype=dtype,
-                                         config=str(cfg), num_stages=cfg.num_stages,
-                                         k_step=constexprs["BLOCK_K"],
-                                         chained=constexprs["CHAINED"])
-                    if compiled[key]["ok"]:
-                        os.makedirs(opts.out, exist_ok=True)
-                        c = cfg.kwargs
-                        stem = os.path.join(opts.out, (
+                if key not in variants:  # each distinct variant is compiled once
+                    c = cfg.kwargs
+                    variants[key] = dict(
+                        variant=len(variants), kernel=kernel, dtype=dtype, config=str(cfg),
+                        num_stages=cfg.num_stages, k_step=constexprs["BLOCK_K"],
+                        chained=kwargs["CHAINED"], file=(
                             f"{kernel.replace(' ', '-')}_{dtype}_"
                             f"m{c['BLOCK_M']}n{c['BLOCK_N']}k{constexprs['BLOCK_K']}"
                             f"w{cfg.num_warps}s{cfg.num_stages}_{module}_b{batch}_"
-                            f"v{compiled[key]['variant']}"))
-                        with open(stem + ".ptx", "w") as f:
-                            f.write(compiled[key].pop("ptx"))
-                        with open(stem + ".cubin", "wb") as f:
-                            f.write(compiled[key].pop("cubin"))
-                        compiled[key].update(ptx=stem + ".ptx", cubin=stem + ".cubin")
-                row["variant"] = compiled[key]["variant"]
-                results.append(row)
-    variants = {v["variant"]: v for v in compiled.values()}
-    json.dump(dict(launches=results, variants=variants), sys.stdout)
+                            f"v{len(variants)}"))
+                    jobs.append((signature, consts, attrs, options.__dict__))
+                results.append(dict(kernel=kernel, dtype=dtype, module=module, batch=batch,
+                                    config=str(cfg), num_stages=cfg.num_stages,
+                                    k8=constexprs["K8"],
+                                    chain=kwargs["CHAINED"],
+                                    specialization=[list(map(str, s)) for s in specialization
+                                                    if s[0] != "constexpr"],
+                                    variant=variants[key]["variant"]))
+    # Triton's compiler and ptxas are single-threaded: one process per core. Forked workers
+    # inherit the kernel and the jobs; they run no torch op (no OpenMP pool to inherit).
+    with multiprocessing.get_context("fork").Pool(max(1, min(opts.jobs, len(jobs)))) as pool:
+        compiled = pool.map(_compile, jobs, chunksize=1)
+    os.makedirs(opts.out, exist_ok=True)
+    for v, result in zip(variants.values(), compiled):
+        stem = os.path.join(opts.out, v.pop("file"))
+        if result["ok"]:
+            with open(stem + ".ptx", "w") as f:
+                f.write(result.pop("ptx"))
+            with open(stem + ".cubin", "wb") as f:
+                f.write(result.pop("cubin"))
+            result.update(ptx=stem + ".ptx", cubin=stem + ".cubin")
+        v.update(result)
+    json.dump(dict(launches=results, variants={v["variant"]: v for v in variants.values()}),
+              sys.stdout)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ more) per store, and a bounded number of variants.
 GF_CODEGEN_DUMP=DIR keeps each cubin, its SASS and the ptxas log there, and each Triton
 variant's PTX and cubin (named by kernel, dtype, config, module and batch).
 """
+import inspect
 import json
 import os
 import re
@@ -46,9 +47,9 @@ def _tool(name):
                                                                                      "bin")))
 
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.xdist_group("codegen"), pytest.mark.skipif(
     CUDA_HOME is None or torch.version.cuda is None or not _tool("cuobjdump")
-    or not _tool("nvdisasm"), reason="needs nvcc, a CUDA build of torch, cuobjdump and nvdisasm")
+    or not _tool("nvdisasm"), reason="needs nvcc, a CUDA build of torch, cuobjdump and nvdisasm")]
 
 
 def _std():
@@ -222,6 +223,13 @@ def test_triton_variants_are_few_and_shapes_share_them(triton_variants):
         per_config.setdefault((v["kernel"], v["dtype"], v["config"], v["k_step"], v["chained"]),
                               []).append(v)
     assert max(len(vs) for vs in per_config.values()) <= 2, "more than 2 specializations"
+    # aot_compile.py compiles a config without CHAIN once, with CHAINED False: right only while
+    # the kernel reads CHAINED as CARRY = CHAIN and CHAINED and nowhere else.
+    from googlenet_fused.kernels import conv_lrn_relu
+
+    source = inspect.getsource(conv_lrn_relu._conv_lrn_relu_kernel.fn)
+    assert re.findall(r"\bCHAINED\b", source) == ["CHAINED"] * 2 and \
+        "CARRY: tl.constexpr = CHAIN and CHAINED" in source
     assert len(variants) <= 2 * len(per_config)
     print(f"{len(variants)} compiled variants for {len(launches)} (module, batch, dtype, config) "
           f"launches")
