@@ -1,7 +1,10 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+, a C++ compiler, make):
 #   make run    the main job: fused vs reference GoogLeNet on a synthetic batch
 #   make test   the whole test suite (+ benchmark smoke run and the GPU check's dry mode), on
-#               the newest torch / triton the registry gives, then again on the oldest we claim
+#               the newest torch / triton the registry gives and on the oldest we claim, the two
+#               side by side (each target's output printed when it ends)
+#   make quick  the contributors' loop: the suite on the newest versions, without the sm_90
+#               codegen test and the benchmarks
 # Both create their virtual environments, install torch and the package (building the C++/CUDA
 # extension) only when something they depend on changed, and can be run again safely.
 PYTHON ?= python3
@@ -17,14 +20,17 @@ TITLE ?= googlenet-fused benchmarks
 # 3.6, the GPU machine's). triton 3.6's interpreter needs numpy < 2.4.
 NEWEST := "torch>=2.11" "triton>=3.6" numpy
 OLDEST := torch==2.11.0 triton==3.6.0 "numpy<2.4"
-TOOLS := ninja pytest pytest-benchmark matplotlib
+TOOLS := ninja pytest pytest-benchmark pytest-xdist matplotlib
+# Test files spread over one pytest-xdist worker per core; a file stays on one worker, so the
+# codegen module compiles its Triton variants once (with a compiler process per core).
+PYTEST := -q -p no:cacheprovider -n auto --dist loadfile
 # An editable install builds _C inside the source tree, so the oldest versions get a copy of it.
 OLDEST_VENV ?= .venv-oldest
 OLDEST_SRC := $(OLDEST_VENV)/src
 OLDEST_PY := $(abspath $(OLDEST_VENV))/bin/python
 BUILD_INPUTS := setup.py $(wildcard csrc/*) Makefile
 
-.PHONY: install run summary test test-newest test-oldest bench report
+.PHONY: install run summary test test-newest test-oldest quick bench report
 
 $(VENV)/.installed: $(BUILD_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,10 +47,13 @@ run: install
 summary: install
 	$(PY) -m googlenet_fused summary $(ARGS)
 
-test: test-newest test-oldest
+# The version sets side by side: one's installs and single-threaded stretches overlap the
+# other's work, which keeps both cores busy (cold, on 2 cores: see docs/contributing.md).
+test:
+	$(MAKE) -j2 --output-sync=target test-newest test-oldest
 
 test-newest: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest $(PYTEST)
 	BENCH_MODULES=5b BENCH_NET_BATCHES=1 BENCH_TRAIN_BATCHES=2 BENCH_TRAIN_MODULES=5b \
 		BENCH_TRAIN_MODULE_BATCHES=2 $(PY) -m pytest -q \
 		-p no:cacheprovider benchmarks --benchmark-disable -k "(5b-1- and not compile) or 5b-1-fp32-nchw-compile or 5b-16-fp32-nchw-fused or (network and nchw) or (training and not compile) or lrn_relu_concat or max_pool3x3 or triton_kernel"
@@ -69,9 +78,12 @@ $(OLDEST_VENV)/.installed: $(BUILD_INPUTS)
 
 test-oldest: $(OLDEST_VENV)/.installed
 	$(sync_oldest_src)
-	cd $(OLDEST_SRC) && $(OLDEST_PY) -m pytest -q -p no:cacheprovider
+	cd $(OLDEST_SRC) && $(OLDEST_PY) -m pytest $(PYTEST)
 	cd $(OLDEST_SRC) && GPU_CHECK_DRY=1 GPU_CHECK_STEPS=tests,memcheck,bench PYTHON=$(OLDEST_PY) \
 		bash benchmarks/gpu_check.sh gpu_check_dry
+
+quick: install
+	$(PY) -m pytest $(PYTEST) --ignore=tests/test_codegen.py -m "not slow"
 
 # Benchmarks: RESULTS is a folder (default benchmarks/results/latest, not committed); `make bench
 # report RESULTS=benchmarks/results/cpu_2core TITLE="..."` regenerates a committed one.

@@ -12,7 +12,10 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
 
 
 def _run(out_dir, cwd, **env):
-    full_env = {**os.environ, "GPU_CHECK_DRY": "1", "PYTHON": sys.executable, **env}
+    # Not a pytest-xdist worker's variables: pytest-benchmark would disable itself in the
+    # script's own pytest runs.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    full_env = {**inherited, "GPU_CHECK_DRY": "1", "PYTHON": sys.executable, **env}
     return subprocess.run(["bash", SCRIPT, out_dir], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=300)
 
