@@ -11,6 +11,10 @@ the branches fill in place (no torch.cat):
    and pool branches land in their output slices, the reductions in two new tensors.
 2. The 3×3 and 5×5 convolutions over the reductions, with bias + LRN + ReLU, into their slices.
 
+``lrn=False`` leaves the LRN out (conv + bias + ReLU in every step): torchvision's GoogLeNet
+with its BatchNorm folded into the convolutions (googlenet_fused.torchvision_googlenet). That
+form is for inference only: a BatchNorm that trains cannot be folded.
+
 Triton runs step 1 as one launch (max pool in the operand load, x read once) and each
 convolution of step 2 as one implicit GEMM, LRN + ReLU in the epilogues. Native runs ATen
 convolutions and the extension's LRN + ReLU op writing into the slices.
@@ -45,6 +49,28 @@ def layout_of(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def params_key(tensors) -> tuple:
+    """What identifies the values of ``tensors`` for a cache of tensors computed from them: an
+    in-place update bumps a tensor's version, ``.to()`` and ``load_state_dict`` (which copies in
+    place) change its storage or version too."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+
+def run_fused(backend, x, params, training, lrn=True):
+    """One fused inception module (``params`` as module_forward takes them) on ``backend``
+    ("triton" or "native"), returning its output in x's memory format.
+
+    channels_last before the op, where autograd sees it: the op saves the converted input for
+    its weight gradients (no conversion in the backward). An NCHW output is written in place
+    where the backend can (backends.writes_nchw_output), else converted afterwards."""
+    layout = layout_of(x)
+    op = inception_triton if backend == "triton" else inception_native
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    nchw_out = layout == torch.contiguous_format and backends.writes_nchw_output(backend, x)
+    out = op(x_cl, *params, training, x.requires_grad, nchw_out, lrn)[0]
+    return out.contiguous(memory_format=layout)  # no copy when it already is
+
+
 def channel_plan(w_red, w3, w5, wp):
     """(c1, c3r, c5r, c3, c5, cp) read off the weights; w_red stacks the three 1×1 weights."""
     c3r, c5r = w3.shape[1], w5.shape[1]
@@ -62,22 +88,22 @@ class TritonSteps:
         return False
 
     @staticmethod
-    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps):
+    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps, lrn):
         from .kernels.conv_lrn_relu import reductions_1x1
 
         u_red, u_pool = (_new_like(x, sum(sizes)), _new_like(x, wp.shape[0])) if training else (
             None, None)
-        red3, red5 = reductions_1x1(x, w_red, b_red, sizes, out1, LRN, pool_weight=wp,
+        red3, red5 = reductions_1x1(x, w_red, b_red, sizes, out1, lrn, pool_weight=wp,
                                     pool_bias=bp, out_pool=out_pool, preactivation=u_red,
                                     pool_preactivation=u_pool)
         return u_red, u_pool, red3, red5, None, None
 
     @staticmethod
-    def branch(red, w, b, out, training):
+    def branch(red, w, b, out, training, lrn):
         from .kernels.conv_lrn_relu import conv_lrn_relu
 
         u = _new_like(red, w.shape[0]) if training else None
-        conv_lrn_relu(red, w, b, out, LRN, u)
+        conv_lrn_relu(red, w, b, out, lrn, u)
         return u
 
 
@@ -92,29 +118,37 @@ class NativeSteps:
         return backends.fold_bias(x)
 
     @staticmethod
-    def _conv_lrn_relu(inp, w, b, out, padding=0):
+    def _epilogue(out, u, b, fold, lrn):
+        """LRN + ReLU of ``u`` (+ ``b`` when the convolution left it out) into ``out``; with
+        ``lrn`` None the ReLU alone (the convolution added the bias)."""
+        if lrn is None:
+            torch.clamp_min(u, 0, out=out)  # NaN stays NaN, as in ReLU
+        else:
+            torch.ops.googlenet_fused.lrn_relu_concat_into(out, [u], *lrn, True,
+                                                           [b] if fold else None)
+
+    @staticmethod
+    def _conv_lrn_relu(inp, w, b, out, lrn, padding=0):
         """conv → (bias) → LRN + ReLU into ``out``; returns the pre-activation."""
-        fold = backends.fold_bias(inp)
+        fold = lrn is not None and backends.fold_bias(inp)
         u = _channels_last(F.conv2d(inp, w, None if fold else b, padding=padding))
-        torch.ops.googlenet_fused.lrn_relu_concat_into(out, [u], *LRN, True,
-                                                       [b] if fold else None)
+        NativeSteps._epilogue(out, u, b, fold, lrn)
         return u
 
     @staticmethod
-    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps):
-        fold = backends.fold_bias(x)
+    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps, lrn):
+        fold = lrn is not None and backends.fold_bias(x)
         u_red = _channels_last(F.conv2d(x, w_red, None if fold else b_red))
         red3, red5 = _new_like(x, sizes[1]), _new_like(x, sizes[2])
-        lrn_into = torch.ops.googlenet_fused.lrn_relu_concat_into
         for out, u, b in zip((out1, red3, red5), u_red.split(sizes, 1), b_red.split(sizes)):
-            lrn_into(out, [u], *LRN, True, [b] if fold else None)
+            NativeSteps._epilogue(out, u, b, fold, lrn)
         pooled, taps = ops.max_pool3x3_with_taps(x) if keep_taps else (ops.max_pool3x3(x), None)
-        u_pool = NativeSteps._conv_lrn_relu(pooled, wp, bp, out_pool)
+        u_pool = NativeSteps._conv_lrn_relu(pooled, wp, bp, out_pool, lrn)
         return u_red, u_pool, red3, red5, pooled, taps
 
     @staticmethod
-    def branch(red, w, b, out, training):
-        return NativeSteps._conv_lrn_relu(red, w, b, out, padding=w.shape[-1] // 2)
+    def branch(red, w, b, out, training, lrn):
+        return NativeSteps._conv_lrn_relu(red, w, b, out, lrn, padding=w.shape[-1] // 2)
 
 
 def _new_like(x, channels):
@@ -141,23 +175,27 @@ def _channels_last(t):
 
 
 def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False,
-                   input_grad=True, nchw_out=False):
+                   input_grad=True, nchw_out=False, lrn=True):
     """The module's forward as ``steps`` runs it; returns (out, u_red, u_pool, u3, u5, red3,
     red5, pooled, taps): the output (channels_last, or NCHW-contiguous with ``nchw_out``) and,
     with ``training``, what the backward needs (empty tensors otherwise; ``pooled`` only from a
     backend that keeps it, and its ``taps`` (ops.max_pool3x3_with_taps) only where
     ``input_grad`` says x's gradient will be needed: the pool branch's routing is the only
-    use)."""
+    use). ``lrn=False``: conv + bias + ReLU in every step, inference only."""
+    if training and not lrn:
+        raise ValueError("inception op: lrn=False is for inference (training=False); its "
+                         "backward is the LRN's")
+    lrn = LRN if lrn else None
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
     x = x.contiguous(memory_format=torch.channels_last)  # once, for every step
     out = _new_output(x, c1 + c3 + c5 + cp, nchw_out)
     # 1. What reads x: 1×1 branch, both reductions, pool projection.
     u_red, u_pool, red3, red5, pooled, taps = steps.reads_x(
         x, w_red, b_red, wp, bp, (c1, c3r, c5r), out.narrow(1, 0, c1),
-        out.narrow(1, c1 + c3 + c5, cp), training, training and input_grad)
+        out.narrow(1, c1 + c3 + c5, cp), training, training and input_grad, lrn)
     # 2. The 3×3 and 5×5 over the reductions.
-    u3 = steps.branch(red3, w3, b3, out.narrow(1, c1, c3), training)
-    u5 = steps.branch(red5, w5, b5, out.narrow(1, c1 + c3, c5), training)
+    u3 = steps.branch(red3, w3, b3, out.narrow(1, c1, c3), training, lrn)
+    u5 = steps.branch(red5, w5, b5, out.narrow(1, c1 + c3, c5), training, lrn)
     saved = (u_red, u_pool, u3, u5, red3, red5, pooled, taps)
     if not training:  # only out; the reductions are kept for the fake kernel's sake
         saved = (None, None, None, None, red3, red5, None, None)
@@ -165,7 +203,7 @@ def module_forward(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=Fals
 
 
 def _fake(steps, x, w_red, b_red, w3, b3, w5, b5, wp, bp, training=False, input_grad=True,
-          nchw_out=False):
+          nchw_out=False, lrn=True):
     c1, c3r, c5r, c3, c5, cp = channel_plan(w_red, w3, w5, wp)
 
     def new(channels, keep=True, dtype=None):  # what module_forward returns, empty or kept
@@ -264,7 +302,7 @@ def _backward(ctx, grad, *_):
 
 _SCHEMA = ("(Tensor x, Tensor w_red, Tensor b_red, Tensor w3, Tensor b3, Tensor w5, Tensor b5, "
            "Tensor wp, Tensor bp, bool training=False, bool input_grad=True, "
-           "bool nchw_out=False) -> ("
+           "bool nchw_out=False, bool lrn=True) -> ("
            + ", ".join(["Tensor"] * OUTPUTS) + ")")
 
 

@@ -22,11 +22,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends, ops
-from .inception_op import inception_native, inception_triton, layout_of
-from .stem_op import stem_conv_triton
+from .inception_op import layout_of, params_key, run_fused
+from .stem_op import stem_conv_fits, stem_conv_triton
 from .reference import GoogLeNet, Inception, check_input
 
 logger = logging.getLogger("googlenet_fused")
+
+
+def needs_grad(x: torch.Tensor, params) -> bool:
+    """Whether autograd will want gradients through a call on ``x`` with ``params``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
 
 
 def _check_device(x: torch.Tensor, module: nn.Module) -> None:
@@ -99,7 +104,7 @@ class FusedInception(Inception):
         if torch.compiler.is_compiling() or (torch.is_grad_enabled()
                                              and any(t.requires_grad for t in tensors)):
             return params(conv3.weight, conv5.weight)
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        key = params_key(tensors)
         if self._cached is None or self._cached[0] != key:
             with torch.no_grad():
                 self._cached = (key, params(*(w.contiguous(memory_format=torch.channels_last)
@@ -110,21 +115,11 @@ class FusedInception(Inception):
         check_input(x, self.in_size, type(self).__name__)
         _check_device(x, self)
         backend = backends.select(self.backend, x)
-        layout = layout_of(x)
         if backend == "reference":
-            out = super().forward(x)
-        else:
-            params = self.op_params()
-            # Training returns the pre-activations its backward needs; inference does not.
-            training = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
-            op = inception_triton if backend == "triton" else inception_native
-            # channels_last before the op, where autograd sees it: the op saves the converted
-            # input for its weight gradients (no conversion in the backward).
-            x_cl = x.contiguous(memory_format=torch.channels_last)
-            nchw_out = (layout == torch.contiguous_format
-                        and backends.writes_nchw_output(backend, x))
-            out = op(x_cl, *params, training, x.requires_grad, nchw_out)[0]
-        return out.contiguous(memory_format=layout)  # no copy when it already is
+            return super().forward(x).contiguous(memory_format=layout_of(x))
+        params = self.op_params()
+        # Training returns the pre-activations its backward needs; inference does not.
+        return run_fused(backend, x, params, needs_grad(x, params))
 
 
 class FusedLocalResponseNorm(nn.LocalResponseNorm):
@@ -206,15 +201,9 @@ class FusedStemConv(nn.Conv2d):
                 + (", then LRN" if self.lrn is not None else ""))
 
     def _one_launch(self, x) -> bool:
-        ks = self.kernel_size[0]
-        shape_ok = (self.pool is None and self.stride == (1, 1) and self.dilation == (1, 1)
-                    and self.groups == 1
-                    and self.kernel_size == (ks, ks) and ks % 2 == 1
-                    and self.padding == (ks // 2, ks // 2) and self.padding_mode == "zeros"
-                    and self.bias is not None)
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return shape_ok and not needs_grad and backends.select(self.backend, x) == "triton"
+        return (self.pool is None and self.bias is not None and stem_conv_fits(self)
+                and not needs_grad(x, self.parameters())
+                and backends.select(self.backend, x) == "triton")
 
     def forward(self, x):
         if self._one_launch(x):
@@ -297,44 +286,61 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
       unless ``backend == "reference"``;
     - a GoogLeNet also gets FusedGoogLeNet's network-level policy: its stem's convolutions
       fused with the ReLU and the LRN or max pool after them (:class:`FusedStemConv`; the ReLU
-      moved after the pool, with which it commutes), an entry hook that checks the backend against the input and makes activations channels_last once for the
-      whole network. Parameters keep their layout: FSDP2's ``fully_shard`` refuses
-      channels_last ones (``model.to(memory_format=torch.channels_last)`` would save a layout
-      copy of each weight's gradient per step, ~6 ms of a batch-8 CPU training step).
+      moved after the pool, with which it commutes), an entry hook that checks the backend
+      against the input and makes activations channels_last once for the whole network.
+      Parameters keep their layout: FSDP2's ``fully_shard`` refuses channels_last ones
+      (``model.to(memory_format=torch.channels_last)`` would save a layout copy of each
+      weight's gradient per step, ~6 ms of a batch-8 CPU training step);
+    - torchvision's GoogLeNet and its blocks (googlenet_fused.torchvision_googlenet, recognized
+      by structure): every ``Inception`` block becomes a FusedTorchvisionInception and every
+      other ``BasicConv2d`` a FusedBasicConv2d, each folding its BatchNorm for inference (eval
+      mode, no autograd) and running torchvision's arithmetic otherwise; the network gets the
+      same entry hook, and its first convolution computes channels_last.
 
     Logs how many modules were swapped. Calling it twice changes nothing more.
     """
+    from . import torchvision_googlenet as tv
+
     backends.check_backend_name(backend)
-    if type(model) is Inception:
-        raise TypeError("fuse: model is itself an Inception; use FusedInception.from_module")
-    swapped = {"Inception": 0, "LocalResponseNorm": 0, "MaxPool2d": 0}
+    if type(model) is Inception or tv.is_inception(model):
+        raise TypeError(f"fuse: model is itself an inception module; use "
+                        f"{'FusedInception' if type(model) is Inception else 'FusedTorchvisionInception'}"
+                        f".from_module")
+    swapped = {}
+
+    def swap(parent, name, fused):
+        setattr(parent, name, fused)
+        swapped[type(fused).__name__] = swapped.get(type(fused).__name__, 0) + 1
 
     def visit(parent: nn.Module) -> None:
         for name, child in parent.named_children():
             if type(child) is Inception:
-                setattr(parent, name, FusedInception.from_module(child, backend))
-                swapped["Inception"] += 1
+                swap(parent, name, FusedInception.from_module(child, backend))
+            elif tv.is_inception(child):  # its branches stay torchvision's, for training
+                swap(parent, name, tv.FusedTorchvisionInception.from_module(child, backend))
+            elif tv.is_basic_conv(child):
+                swap(parent, name, tv.FusedBasicConv2d.from_module(child, backend))
             elif type(child) is nn.LocalResponseNorm and backend != "reference":
-                setattr(parent, name, FusedLocalResponseNorm.from_module(child))
-                swapped["LocalResponseNorm"] += 1
+                swap(parent, name, FusedLocalResponseNorm.from_module(child))
             elif type(child) is nn.MaxPool2d and backend != "reference":
                 fused = FusedMaxPool2d.from_module(child)
                 if fused.kernel_arguments() is not None:  # else ATen's pool stays
-                    setattr(parent, name, fused)
-                    swapped["MaxPool2d"] += 1
-            elif not isinstance(child, Inception):  # a module's branches stay the reference's
-                visit(child)
+                    swap(parent, name, fused)
+            elif not isinstance(child, (Inception, tv.FusedTorchvisionInception)):
+                visit(child)  # a module's branches stay the reference's
 
     visit(model)
+    network = isinstance(model, GoogLeNet) or tv.is_googlenet(model)
     if isinstance(model, GoogLeNet) and backend != "reference":
         _fuse_stem(model.prev, backend)
-        if not getattr(model, "_fused_entry_hook", None):
-            model._fused_entry_hook = model.register_forward_pre_hook(
-                functools.partial(_network_entry, backend))
-    logger.info("fuse: replaced %d Inception module(s) by FusedInception, %d "
-                "LocalResponseNorm(s) by FusedLocalResponseNorm and %d 3×3 MaxPool2d(s) by "
-                "FusedMaxPool2d (backend=%r)", swapped["Inception"],
-                swapped["LocalResponseNorm"], swapped["MaxPool2d"], backend)
+    if tv.is_googlenet(model) and isinstance(model.conv1, tv.FusedBasicConv2d):
+        model.conv1.channels_last = True  # transform_input hands it an NCHW tensor
+    if network and backend != "reference" and not getattr(model, "_fused_entry_hook", None):
+        model._fused_entry_hook = model.register_forward_pre_hook(
+            functools.partial(_network_entry, backend))
+    logger.info("fuse: replaced %s (backend=%r)", ", ".join(
+        f"{count} module(s) by {name}" for name, count in sorted(swapped.items())) or "nothing",
+        backend)
     return model
 
 

@@ -11,6 +11,16 @@ that needs gradients runs ATen's convolution and the ReLU / LRN modules instead
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
+
+
+def stem_conv_fits(conv: nn.Conv2d) -> bool:
+    """Whether :func:`stem_conv_triton` can run ``conv``: stride 1, an odd square kernel with
+    "same" zero padding, no groups or dilation."""
+    ks = conv.kernel_size[0]
+    return (conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.kernel_size == (ks, ks) and ks % 2 == 1
+            and conv.padding == (ks // 2, ks // 2) and conv.padding_mode == "zeros")
 
 
 def _new(x, weight):

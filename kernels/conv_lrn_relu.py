@@ -503,8 +503,9 @@ def launch_arguments(x, dests, channels, lrn, weight=None, bias=None, pool_weigh
             *(a for pair in stored for a in pair), table, stride,
             M, H, W, K, c0, c1, c2, sum(channels), pool_from, triton.next_power_of_2(M),
             float(k), float(alpha) / size, float(beta)]
-    constexprs = dict(SIZE=size, LRN=lrn is not None, RELU_FIRST=relu_first, KS=ks,
-                      POOL=pooled, NUM_BRANCHES=len(channels),
+    # Without LRN the ReLU's place makes no difference: one compiled kernel for both orders.
+    constexprs = dict(SIZE=size, LRN=lrn is not None, RELU_FIRST=relu_first and lrn is not None,
+                      KS=ks, POOL=pooled, NUM_BRANCHES=len(channels),
                       UPCAST=INTERPRET, DOT_PRECISION=precision, WINDOW_TERMS=terms,
                       SAVE_U=save, EVEN=even, K8=k8, CHAINED=chained,
                       POOL_K=tiling.POOL_K[x.element_size()], BLOCK_K=step, GROUP=GROUP_M)
