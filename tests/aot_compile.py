@@ -55,37 +55,43 @@ class Recorder:
 def record_launches():
     """{(kernel name, dtype): [(module, batch, args, constexprs)]} from the real launchers;
     the launch is named by what it computes: "1x1+pool", "3x3" or "5x5", "training" added when
-    it also stores the pre-activations, and the stem's "stem 1x1" and "stem 3x3"."""
+    it also stores the pre-activations, "no-LRN" when its epilogue is conv + bias + ReLU
+    (torchvision's GoogLeNet, BatchNorm folded: its blocks' "5×5" branch is a 3×3), and the
+    stem's "stem 1x1 no-LRN" and "stem 3x3" (the seed's) or "stem 3x3 no-LRN" (torchvision's)."""
     recorder = Recorder("gemm", K._kernel)
     K.check_device = lambda x, who: None  # CPU tensors stand in for CUDA ones: nothing runs
     K._kernel = recorder
     launches = {}
+
+    def record(calls, module, batch, prefix):
+        for args, kwargs in calls:
+            kind = prefix + ("1x1+pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}")
+            kind += " training" if kwargs["SAVE_U"] else ""
+            kind += "" if kwargs["LRN"] else " no-LRN"
+            launches.setdefault((kind, dtype_name), []).append((module, batch, args, kwargs))
+
     for dtype_name, dtype in DTYPES.items():
         for name, (cin, c1, c3r, c3, c5r, c5, cp) in INCEPTION_CONFIGS.items():
             s = SPATIAL_AT_224[name]
             for n in BATCHES:
                 # torch.empty does not touch memory: batch 256 costs no RAM until written
                 x = torch.empty((n, cin, s, s), dtype=dtype, memory_format=torch.channels_last)
-                params = [torch.empty(shape, dtype=dtype) for shape in (
-                    (c1 + c3r + c5r, cin, 1, 1), (c1 + c3r + c5r,), (c3, c3r, 3, 3), (c3,),
-                    (c5, c5r, 5, 5), (c5,), (cp, cin, 1, 1), (cp,))]
                 recorder.calls.clear()
-                for training in (False, True):  # training also stores the pre-activations
-                    module_forward(TritonSteps, x, *params, training)
-                for args, kwargs in recorder.calls:
-                    kind = "1x1+pool" if kwargs["POOL"] else f"{kwargs['KS']}x{kwargs['KS']}"
-                    kind += " training" if kwargs["SAVE_U"] else ""
-                    launches.setdefault((kind, dtype_name), []).append((name, n, args, kwargs))
-        for n in BATCHES:  # the stem's 1×1 and 3×3 (inference), as FusedStemConv runs them
+                for training, lrn, ks5 in ((False, True, 5), (True, True, 5), (False, False, 3)):
+                    params = [torch.empty(shape, dtype=dtype) for shape in (
+                        (c1 + c3r + c5r, cin, 1, 1), (c1 + c3r + c5r,), (c3, c3r, 3, 3), (c3,),
+                        (c5, c5r, ks5, ks5), (c5,), (cp, cin, 1, 1), (cp,))]
+                    module_forward(TritonSteps, x, *params, training, lrn=lrn)
+                record(recorder.calls, name, n, "")
+        for n in BATCHES:  # the stem's 1×1 and 3×3 (inference), as FusedStemConv and
+            # FusedBasicConv2d run them
             x = torch.empty((n, 64, 56, 56), dtype=dtype, memory_format=torch.channels_last)
             recorder.calls.clear()
-            for cout, ks, lrn_size in ((64, 1, 0), (192, 3, LRN_SIZE)):
+            for cout, ks, lrn_size in ((64, 1, 0), (192, 3, LRN_SIZE), (192, 3, 0)):
                 stem_conv_triton(x, torch.empty((cout, 64, ks, ks), dtype=dtype),
                                  torch.empty(cout, dtype=dtype), lrn_size, LRN_ALPHA, LRN_BETA,
                                  LRN_K)
-            for args, kwargs in recorder.calls:
-                kind = f"stem {kwargs['KS']}x{kwargs['KS']}"
-                launches.setdefault((kind, dtype_name), []).append(("stem", n, args, kwargs))
+            record(recorder.calls, "stem", n, "stem ")
     return recorder, launches
 
 
@@ -142,6 +148,7 @@ def main(argv=None):
                             f"v{len(variants)}"))
                     jobs.append((signature, consts, attrs, options.__dict__))
                 results.append(dict(kernel=kernel, dtype=dtype, module=module, batch=batch,
+                                    x_channels=args[0].shape[1],
                                     config=str(cfg), num_stages=cfg.num_stages,
                                     k8=constexprs["K8"],
                                     chain=kwargs["CHAINED"],

@@ -7,8 +7,10 @@ and the cubin is read: no register spills and no stack (ptxas and cuobjdump), no
 forward LRN kernels.
 
 The Triton kernels are compiled by tests/aot_compile.py for every config of their autotune lists
-in fp32 / fp16 / bf16, specialized as their launcher specializes them for the nine modules at
-batch 1, 32 and 256 (channels_last), and each variant is checked: no spills (cubin), shared memory
+in fp32 / fp16 / bf16, specialized as their launcher specializes them for the nine modules and
+the stem at batch 1, 32 and 256 (channels_last): the seed's launches (LRN epilogues, inference
+and training) and torchvision's (BatchNorm folded: conv + bias + ReLU), and each variant is
+checked: no spills (cubin), shared memory
 within the H200's 227 KB, Hopper tensor-core MMA (wgmma), operand loads as 16-byte cp.async
 copies with more than one group in flight (the software pipeline is real), channel pairs (or
 more) per store, and a bounded number of variants.
@@ -158,9 +160,10 @@ def test_triton_every_config_and_dtype_compiles_for_every_kernel(triton_variants
     modules = {(r["module"], r["batch"]) for r in launches if r["module"] != "stem"}
     assert len(modules) == 9 * 3
     stem = {("stem", n) for n in (1, 32, 256)}
-    for kernel, every in [(k, modules) for k in ("1x1+pool", "3x3", "5x5", "1x1+pool training",
-                                                  "3x3 training", "5x5 training")] + [
-            ("stem 1x1", stem), ("stem 3x3", stem)]:
+    for kernel, every in [(k, modules) for k in (
+            "1x1+pool", "3x3", "5x5", "1x1+pool training", "3x3 training", "5x5 training",
+            "1x1+pool no-LRN", "3x3 no-LRN")] + [
+            (k, stem) for k in ("stem 1x1 no-LRN", "stem 3x3", "stem 3x3 no-LRN")]:
         for dtype in ("fp32", "fp16", "bf16"):
             rows = [r for r in launches if r["kernel"] == kernel and r["dtype"] == dtype]
             # each launch has compiled configs for its autotuner (those tiling.usable admits)
@@ -241,11 +244,14 @@ def test_triton_variants_are_few_and_shapes_share_them(triton_variants):
     assert {kernel for kernel, _, _ in chained} == {"3x3", "5x5", "stem 3x3"}
     assert {(m, 256) for m in INCEPTION_CONFIGS} <= {(m, n) for k, m, n in chained if k == "3x3"}
     assert all("CHAIN: True" in r["config"] for r in launches if r["chain"])
-    # x's pixel stride (its channels) is "divisible by 16" for every launch but the 5×5 of 4b
-    # and 4c (24 channels), whose K8 hint gives the loads the multiple of 8 they need instead.
+    # x's pixel stride (its channels) is "divisible by 16" for every launch but those over the
+    # 24-channel reductions of 4b and 4c (the 5×5, torchvision's 3×3 in its place), whose K8
+    # hint gives the loads the multiple of 8 they need instead.
+    assert {(r["kernel"], r["module"]) for r in launches if r["x_channels"] == 24} == {
+        (k, m) for k in ("5x5", "5x5 training", "3x3 no-LRN") for m in ("4b", "4c")}
     for r in launches:
         sig = r["specialization"]
-        k8 = r["kernel"].startswith("5x5") and r["module"] in ("4b", "4c")
+        k8 = r["x_channels"] == 24
         assert r["k8"] == k8 and sig[0] == ["*" + r["dtype"], "D"], (r["module"], r["kernel"])
         assert sig[1] == ["i32", "" if k8 else "D"], (r["module"], r["kernel"], sig[:2])
 
