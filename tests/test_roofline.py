@@ -88,3 +88,20 @@ def test_stem_gemms_and_the_network_around_the_modules():
     times = {impl: sum(x.seconds("bf16") for x in roofline.around_modules(256, "bf16", impl))
              for impl in ("eager", "compile", "fused", "ideal")}
     assert times["eager"] > times["compile"] > times["fused"] > times["ideal"]
+
+
+def test_torchvision_blocks_by_hand():
+    # torchvision's 4a (BatchNorm folded): its "5×5" branch is a 3×3 over the 16-channel
+    # reduction, no launch has a window product, and the ideal kernel does exactly its FLOPs.
+    cfg, px = (480, 192, 96, 208, 16, 48, 64), 256 * 14 * 14
+    (ideal,) = roofline.ideal_module(cfg, 256, 14, "bf16", torchvision=True)
+    assert ideal.flops == 2 * px * (480 * (192 + 96 + 16 + 64) + 96 * 208 * 9 + 16 * 48 * 9)
+    kernels = roofline.fused_module(cfg, 256, 14, "bf16", torchvision=True)
+    assert [k.name for k in kernels][1:] == ["3×3 GEMM", "3×3 GEMM"]
+    assert all(k.bf16_flops == 0 for k in kernels)
+    # 48 columns of 3·3·16 = 144 K terms, padded to the K step, on padded rows and BLOCK_N
+    assert kernels[2].flops >= 2.0 * px * 144 * 48
+    text = roofline.report()
+    line = text.strip().splitlines()[-2]
+    assert line.startswith("torchvision's nine blocks, batch 256, bf16: fused/ideal = ")
+    assert 1.0 < float(line.rsplit("= ", 1)[1]) < 1.25
