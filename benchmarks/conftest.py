@@ -25,7 +25,8 @@ def env_list(name, default):
 # What a run covers; each BENCH_* variable narrows it (e.g. BENCH_DTYPES=bf16).
 BATCHES = [int(b) for b in env_list("BENCH_BATCHES", [1, 32, 256] if ON_GPU else [1, 16])]
 ALL_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPES = {d: ALL_DTYPES[d] for d in env_list("BENCH_DTYPES", ALL_DTYPES if ON_GPU else ["fp32"])}
+DTYPES = {d: ALL_DTYPES[d]
+          for d in env_list("BENCH_DTYPES", ALL_DTYPES if ON_GPU else ["fp32", "bf16"])}
 LAYOUTS = env_list("BENCH_LAYOUTS", ["nchw", "channels_last"])
 
 
@@ -47,7 +48,9 @@ def run_benchmark(benchmark, fn, info):
         if ON_GPU:
             torch.cuda.synchronize()
 
-    for _ in range(3):  # warm-up: autotuning, compilation, oneDNN / cuDNN plan creation
+    # warm-up: autotuning, compilation, oneDNN / cuDNN plan creation (once is enough for a
+    # smoke run with --benchmark-disable, which calls fn once more)
+    for _ in range(1 if benchmark.disabled else 3):
         call()
     benchmark.extra_info.update(info, **versions())
     rounds = int(os.environ.get("BENCH_ROUNDS", 20 if ON_GPU else 11))

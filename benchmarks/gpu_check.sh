@@ -161,9 +161,9 @@ if wants bench; then
   if [ "$dry" = "1" ]; then
     # name dtype layout batch providers estimate_s
     groups=("dry-fp32-nchw-1 fp32 nchw 1 eager,fused-native,conv-floor 20"
-            "dry-fp32-cl-1 fp32 channels_last 1 eager,fused-native 40"
+            "dry-fp32-cl-1 fp32 channels_last 1 eager,fused-native 80"
             "train-dry-fp32-2 fp32 nchw 2 eager,fused-native 60")
-    export BENCH_ROUNDS=1 BENCH_MODULES=5b TRITON_INTERPRET=0
+    export BENCH_ROUNDS=1 BENCH_MODULES=5b BENCH_TV_MODULES=5b TRITON_INTERPRET=0
   else
     groups=()
     for dtype in bf16 fp16; do
@@ -176,7 +176,7 @@ if wants bench; then
             "train-bf16-128 bf16 nchw 128 eager,compile,fused-triton,fused-native 120"
             "${groups[@]:2}"
             "bf16-cl-256-max-autotune bf16 channels_last 256 compile-max-autotune 240")
-    export BENCH_MODULES=3a,4a,5b
+    export BENCH_MODULES=3a,4a,5b BENCH_TV_MODULES=3a,4a,5b
   fi
   : > "$out/left_out.txt"
   for g in "${groups[@]}"; do
@@ -190,10 +190,10 @@ if wants bench; then
       continue
     fi
     echo "-- $name ($dtype, $layout, batch $batch: $providers)"
-    rows=(BENCH_MODULES="$BENCH_MODULES" BENCH_NET_BATCHES="$batch" BENCH_TRAIN_BATCHES=
-          BENCH_TRAIN_MODULES=)
-    [[ "$name" == train-* ]] && rows=(BENCH_MODULES= BENCH_NET_BATCHES= BENCH_TRAIN_BATCHES="$batch"
-                                      BENCH_TRAIN_MODULES=)
+    rows=(BENCH_MODULES="$BENCH_MODULES" BENCH_TV_MODULES="$BENCH_TV_MODULES"
+          BENCH_NET_BATCHES="$batch" BENCH_TRAIN_BATCHES= BENCH_TRAIN_MODULES=)
+    [[ "$name" == train-* ]] && rows=(BENCH_MODULES= BENCH_TV_MODULES= BENCH_NET_BATCHES=
+                                      BENCH_TRAIN_BATCHES="$batch" BENCH_TRAIN_MODULES=)
     (export "${rows[@]}" BENCH_DTYPES=$dtype BENCH_LAYOUTS=$layout BENCH_BATCHES=$batch \
        BENCH_PROVIDERS=$providers
      cap $(( $(left) - 20 )) "$py" -m pytest benchmarks/test_bench_inception.py -q \

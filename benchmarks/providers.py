@@ -6,11 +6,21 @@
 - ``fused-<backend>``: FusedInception / FusedGoogLeNet with that backend.
 - ``conv-floor``: the module's convolutions alone (cuDNN / oneDNN, the 1×1s merged), the cost of
   doing nothing but the arithmetic that cannot be fused away.
+- the CPU peers of peers.py: ``onnxruntime``, ``openvino`` and ``compile-freeze``, each checked
+  against the reference before it is timed.
+
+The module is the seed's (Inception, GoogLeNet) or torchvision's (its GoogLeNet or one of its
+blocks), in eval mode.
 """
+import copy
+
+import pytest
 import torch
 import torch.nn.functional as F
 
-from googlenet_fused import FusedGoogLeNet, FusedInception, backends
+import peers
+from googlenet_fused import FusedGoogLeNet, FusedInception, backends, fuse
+from googlenet_fused import torchvision_googlenet as tv
 from googlenet_fused.reference import GoogLeNet, Inception
 
 
@@ -49,13 +59,25 @@ def make_provider(name, module, x):
         backend = name.split("-", 1)[1]
         if isinstance(module, Inception):
             fused = FusedInception.from_module(module, backend=backend)
-        else:
+        elif isinstance(module, GoogLeNet):
             fused = FusedGoogLeNet(module.image_shape, module.fc[1].out_features, backend=backend)
             fused.load_state_dict(module.state_dict())
             fused.to(x.device, x.dtype).eval()
+        elif tv.is_inception(module):  # torchvision's block: fused on a copy
+            fused = tv.FusedTorchvisionInception.from_module(copy.deepcopy(module), backend)
+        else:  # torchvision's GoogLeNet: fused in place, so on a copy
+            fused = fuse(copy.deepcopy(module), backend)
         return lambda: fused(x)
+    if name in peers.PEERS:
+        reason = peers.missing(name, x.dtype) or (
+            "a CPU runtime" if x.device.type != "cpu" else None)
+        if reason:
+            pytest.skip(f"{name}: {reason}")
+        run = peers.runtime(name, module, x)
+        peers.check_against(name, run(), module, x)
+        return run
     if name == "conv-floor":
-        if isinstance(module, Inception):
+        if type(module) is Inception:
             floor = conv_floor_inception(module)
             return lambda: floor(x)
         return None

@@ -8,7 +8,11 @@ Several files (e.g. the GPU check's one per benchmark group) are read as one run
 
 Per (module, batch, dtype, layout): the median (or minimum) time of each provider, the fused
 providers' speedup over eager and over torch.compile, their time as a multiple of the
-convolution floor, GFLOP/s; then the project's speed goals for that device, each marked met or missed with the rows that miss.
+convolution floor, GFLOP/s; the CPU peers (peers.py: ONNX Runtime, OpenVINO, torch.compile with
+freezing) in a table of their own, fused against the best of them, as a share of the machine's
+GEMM ceiling where the run measured it (the "gemm" rows of test_bench_ops.py); then the
+project's speed goals for that device, each marked met or missed with the rows that miss.
+Rows "tv-…" are torchvision's GoogLeNet (its blocks and the network).
 """
 from __future__ import annotations
 
@@ -18,14 +22,16 @@ import os
 from collections import defaultdict
 
 ORDER = ["eager", "compile", "compile-max-autotune", "fused-triton", "fused-native", "conv-floor"]
-MODULE_ORDER = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "network"]
+PEERS = ["compile-freeze", "onnxruntime", "openvino"]
+SEED_ORDER = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "network"]
+MODULE_ORDER = SEED_ORDER + [f"tv-{name}" for name in SEED_ORDER]
 
 
 def _rows(names, batches, dtypes):
     return lambda key: key[0] in names and key[1] in batches and key[2] in dtypes
 
 
-MODULES, NETWORK = MODULE_ORDER[:-1], ["network"]
+MODULES, NETWORK, TV_NETWORK = SEED_ORDER[:-1], ["network"], ["tv-network"]
 # The goals of the benchmark issue: (what, which rows, baseline provider, least baseline/fused).
 GOALS = {
     "cpu": [
@@ -36,6 +42,20 @@ GOALS = {
         ("fused <= 1.25x the convolution floor per module, batch 16, fp32",
          _rows(MODULES, [16], ["fp32"]), "conv-floor", 1 / 1.25),
         ("whole network >= 3x eager, batch 8, fp32", _rows(NETWORK, [8], ["fp32"]), "eager", 3.0),
+        ("network >= 1.0x the best peer, batch 1 and 8, fp32", _rows(NETWORK, [1, 8], ["fp32"]),
+         "best peer", 1.0),
+        ("network >= 1.1x OpenVINO, batch 8, bf16", _rows(NETWORK, [8], ["bf16"]), "openvino",
+         1.1),
+        ("network >= 1.2x OpenVINO, batch 1, bf16", _rows(NETWORK, [1], ["bf16"]), "openvino",
+         1.2),
+        ("network >= 1.3x torch.compile, batch 1 and 8, fp32", _rows(NETWORK, [1, 8], ["fp32"]),
+         "compile", 1.3),
+        ("network >= 1.3x torch.compile with freezing, batch 1 and 8, fp32",
+         _rows(NETWORK, [1, 8], ["fp32"]), "compile-freeze", 1.3),
+        ("torchvision's network >= 1.0x the faster of OpenVINO and compile with freezing, batch "
+         "1 and 8, fp32", _rows(TV_NETWORK, [1, 8], ["fp32"]), "best peer", 1.0),
+        ("torchvision's network >= 1.2x the best peer, batch 1 and 8, bf16",
+         _rows(TV_NETWORK, [1, 8], ["bf16"]), "best peer", 1.2),
     ],
     "gpu": [
         ("fused >= 3x eager, fp16/bf16, batch 32 and 256, modules and network",
@@ -69,6 +89,19 @@ def load(paths, stat="median"):
                                              saved_mb=info.get("saved_mb"))
         meta = {k: info.get(k) for k in ("device_name", "torch", "triton", "cuda", "cpu_threads")}
     return groups, meta
+
+
+def best_peer(row):
+    """(name, entry) of the fastest CPU peer in ``row``, or (None, None)."""
+    found = {p: v for p, v in row.items() if p in PEERS}
+    return min(found.items(), key=lambda kv: kv[1]["seconds"]) if found else (None, None)
+
+
+def baseline_seconds(row, baseline):
+    """A baseline provider's time in ``row`` ("best peer": the fastest peer's), or None."""
+    if baseline == "best peer":
+        return (best_peer(row)[1] or {}).get("seconds")
+    return row[baseline]["seconds"] if baseline in row else None
 
 
 def best_fused(row):
@@ -111,12 +144,55 @@ def markdown(groups, meta, title, stat="median"):
                      f"{floor} | {ceiling} | {gf} |")
     if not module_rows(groups):
         lines = lines[:-3]  # no module rows: only the op table below
-    return "\n".join(lines + goals(groups, meta) + training_table(groups) + op_table(groups)) + "\n"
+    return "\n".join(lines + peers_table(groups) + goals(groups, meta) + training_table(groups)
+                     + op_table(groups)) + "\n"
 
 
 def module_rows(groups):
     """Keys of the inception-module and network rows (the rest are single-op benchmarks)."""
     return [k for k in groups if k[0] in MODULE_ORDER]
+
+
+def ceilings(groups):
+    """{dtype: GFLOP/s} of the machine's GEMM ceiling, where the run measured it."""
+    return {k[2]: v["eager"]["gflops"] for k, v in groups.items()
+            if k[0] == "gemm" and "eager" in v and v["eager"].get("gflops")}
+
+
+def peers_table(groups):
+    """Markdown lines: fused against the CPU runtimes a user would pick instead, per row, as a
+    share of the GEMM ceiling where it was measured."""
+    keys = sorted((k for k in module_rows(groups) if best_peer(groups[k])[0]
+                   and best_fused(groups[k])[0]),
+                  key=lambda k: (MODULE_ORDER.index(k[0]), *k[1:]))
+    if not keys:
+        return []
+    ceiling = ceilings(groups)
+    lines = ["", "## Against the CPU peers (ONNX Runtime, OpenVINO, torch.compile with "
+                 "freezing)", "",
+             "Each peer's output is checked against the reference before it is timed; peers run "
+             "NCHW arrays (their channels_last rows would be the same). 'of ceiling' is GFLOP/s "
+             "over the measured GEMM ceiling of that dtype.", "",
+             "| model | batch | dtype | layout | compile-freeze | ONNX Runtime | OpenVINO | fused "
+             "| fused vs best peer | fused of ceiling | best peer of ceiling |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in keys:
+        row = groups[key]
+        name, best = best_fused(row)
+        peer, peer_best = best_peer(row)
+
+        def ms(p):
+            return f"{1e3 * row[p]['seconds']:.2f}" if p in row else "-"
+
+        def share(entry):
+            c = ceiling.get(key[2])
+            return f"{100 * entry['gflops'] / c:.0f} %" if c and entry.get("gflops") else "-"
+
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {ms('compile-freeze')} | "
+                     f"{ms('onnxruntime')} | {ms('openvino')} | {1e3 * best['seconds']:.2f} "
+                     f"({name[6:]}) | {peer_best['seconds'] / best['seconds']:.2f}x ({peer}) | "
+                     f"{share(best)} | {share(peer_best)} |")
+    return lines
 
 
 def training_table(groups):
@@ -181,8 +257,9 @@ def goals(groups, meta):
         rows = []
         for key in sorted(module_rows(groups), key=lambda k: (MODULE_ORDER.index(k[0]), *k[1:])):
             _, best = best_fused(groups[key])
-            if selects(key) and best is not None and baseline in groups[key]:
-                rows.append((key, groups[key][baseline]["seconds"] / best["seconds"]))
+            base = baseline_seconds(groups[key], baseline)
+            if selects(key) and best is not None and base is not None:
+                rows.append((key, base / best["seconds"]))
         if not rows:
             lines.append(f"- NOT MEASURED: {what}")
             continue
@@ -210,17 +287,18 @@ def chart(groups, path, title):
     if not keys:
         return
     panels = sorted({k[1:] for k in keys})
-    baselines = [p for p in ("eager", "compile", "compile-max-autotune")
-                 if any(p in groups[k] for k in keys)]
+    baselines = [p for p in ("eager", "compile", "compile-max-autotune", "best peer")
+                 if any(baseline_seconds(groups[k], p) for k in keys)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.8 * len(panels)), squeeze=False)
     width = 0.8 / len(baselines)
     for ax, panel in zip(axes[:, 0], panels):
         row_keys = sorted((k for k in keys if k[1:] == panel), key=lambda k: MODULE_ORDER.index(k[0]))
         for i, base in enumerate(baselines):
             # A baseline that was not measured for a row gets no bar (not a 0.0 one).
-            xs = [j + i * width for j, k in enumerate(row_keys) if base in groups[k]]
-            ys = [groups[k][base]["seconds"] / best_fused(groups[k])[1]["seconds"]
-                  for k in row_keys if base in groups[k]]
+            xs = [j + i * width for j, k in enumerate(row_keys)
+                  if baseline_seconds(groups[k], base)]
+            ys = [baseline_seconds(groups[k], base) / best_fused(groups[k])[1]["seconds"]
+                  for k in row_keys if baseline_seconds(groups[k], base)]
             bars = ax.bar(xs, ys, width, label=f"fused vs {base}")
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)

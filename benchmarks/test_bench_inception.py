@@ -5,7 +5,9 @@ Test ids read module-batch-dtype-layout-provider (e.g. 4a-16-fp32-nchw-eager) an
 batch-dtype-layout-provider for the network. Select with -k (e.g. -k "4a and fp16") or narrow
 with comma-separated variables: BENCH_MODULES (3a,4a,5b), BENCH_BATCHES, BENCH_NET_BATCHES
 (empty: no network rows), BENCH_DTYPES (fp32,fp16,bf16), BENCH_LAYOUTS (nchw,channels_last),
-BENCH_PROVIDERS (eager,compile,compile-max-autotune,fused-triton,fused-native,conv-floor),
+BENCH_PROVIDERS (eager,compile,compile-max-autotune,onnxruntime,openvino,compile-freeze,
+fused-triton,fused-native,conv-floor), BENCH_TV_MODULES and BENCH_TV_BATCHES (torchvision's
+GoogLeNet blocks, rows "tv-3a" ..; the network is "tv-network" at BENCH_NET_BATCHES),
 BENCH_TRAIN_BATCHES, BENCH_TRAIN_MODULES and BENCH_TRAIN_MODULE_BATCHES (training-step rows;
 empty: none), BENCH_ROUNDS.
 """
@@ -16,14 +18,20 @@ from conftest import BATCHES, DEVICE, DTYPES, LAYOUTS, ON_GPU, env_list, run_ben
 from googlenet_fused import FusedInception, fuse
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224, GoogLeNet, Inception
 from googlenet_fused.summary import count_macs
+import peers
 from providers import fused_backends, make_provider
 
 MODULES = env_list("BENCH_MODULES", INCEPTION_CONFIGS)
-# max-autotune exists on GPU only (on CPU it is the default compile's oneDNN convolutions).
+# max-autotune exists on GPU only (on CPU it is the default compile's oneDNN convolutions); the
+# CPU peers (peers.py) on CPU only.
 PROVIDERS = env_list("BENCH_PROVIDERS", ["eager", "compile"]
-                     + (["compile-max-autotune"] if ON_GPU else [])
+                     + (["compile-max-autotune"] if ON_GPU else list(peers.PEERS))
                      + ["fused-triton", "fused-native", "conv-floor"])
 NET_BATCHES = [int(b) for b in env_list("BENCH_NET_BATCHES", [32, 256] if ON_GPU else [1, 8])]
+# torchvision's GoogLeNet (BatchNorm folded by fuse()): its blocks and the network. Empty
+# BENCH_TV_MODULES / BENCH_TV_BATCHES: no such rows; without torchvision they are skipped.
+TV_MODULES = env_list("BENCH_TV_MODULES", INCEPTION_CONFIGS)
+TV_BATCHES = [int(b) for b in env_list("BENCH_TV_BATCHES", BATCHES)]
 
 
 def _input(shape, dtype, layout):
@@ -31,9 +39,28 @@ def _input(shape, dtype, layout):
     return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
 
 
-def _skip_unavailable(provider, x):
+def _skip_unavailable(provider, x, layout="nchw"):
     if provider.startswith("fused-") and provider.split("-", 1)[1] not in fused_backends(x):
         pytest.skip(f"{provider} does not support {x.device} {x.dtype}")
+    if provider in peers.PEERS and provider != "compile-freeze" and layout != "nchw":
+        pytest.skip(f"{provider} takes NCHW arrays: its channels_last row is its NCHW row")
+
+
+def _torchvision_model(block=None):
+    """torchvision's GoogLeNet (1000 classes, no auxiliary heads) or one of its blocks, random
+    weights and BatchNorm statistics, eval mode; skips without torchvision."""
+    googlenet = pytest.importorskip("torchvision.models.googlenet")
+    if block is None:
+        model = googlenet.GoogLeNet(aux_logits=False, init_weights=False)
+    else:
+        model = googlenet.Inception(*INCEPTION_CONFIGS[block])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+    return model.eval()
 
 
 # The provider varies fastest (topmost decorator): the numbers that a report divides are taken
@@ -46,7 +73,7 @@ def _skip_unavailable(provider, x):
 def test_inception(benchmark, module_name, provider, batch, dtype, layout):
     cfg, size = INCEPTION_CONFIGS[module_name], SPATIAL_AT_224[module_name]
     x = _input((batch, cfg.in_size, size, size), DTYPES[dtype], layout)
-    _skip_unavailable(provider, x)
+    _skip_unavailable(provider, x, layout)
     module = Inception(*cfg).to(DEVICE, DTYPES[dtype]).eval()
     macs = batch * sum(count_macs(module, x[:1]).values())
     fn = make_provider(provider, module, x)
@@ -61,13 +88,45 @@ def test_inception(benchmark, module_name, provider, batch, dtype, layout):
 @pytest.mark.parametrize("batch", NET_BATCHES)
 def test_network(benchmark, provider, batch, dtype, layout):
     x = _input((batch, 3, 224, 224), DTYPES[dtype], layout)
-    _skip_unavailable(provider, x)
+    _skip_unavailable(provider, x, layout)
     net = GoogLeNet((3, 224, 224), n_classes=1000).to(DEVICE, DTYPES[dtype]).eval()
     macs = batch * sum(count_macs(net, x[:1]).values())
     fn = make_provider(provider, net, x)
     benchmark.group = f"GoogLeNet batch {batch} {dtype} {layout}"
     run_benchmark(benchmark, fn, dict(module="network", provider=provider, batch=batch,
                                       dtype=dtype, layout=layout, macs=macs))
+
+
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "conv-floor"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("batch", TV_BATCHES)
+@pytest.mark.parametrize("module_name", TV_MODULES)
+def test_torchvision_block(benchmark, module_name, provider, batch, dtype):
+    """torchvision's GoogLeNet blocks (rows "tv-3a" ..), NCHW input as torchvision's take it."""
+    cfg, size = INCEPTION_CONFIGS[module_name], SPATIAL_AT_224[module_name]
+    x = _input((batch, cfg.in_size, size, size), DTYPES[dtype], "nchw")
+    _skip_unavailable(provider, x)
+    block = _torchvision_model(module_name).to(DEVICE, DTYPES[dtype])
+    macs = batch * sum(count_macs(block, x[:1]).values())
+    fn = make_provider(provider, block, x)
+    benchmark.group = f"torchvision {module_name} batch {batch} {dtype}"
+    run_benchmark(benchmark, fn, dict(module=f"tv-{module_name}", provider=provider,
+                                      batch=batch, dtype=dtype, layout="nchw", macs=macs))
+
+
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "conv-floor"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("batch", NET_BATCHES)
+def test_torchvision_network(benchmark, provider, batch, dtype):
+    """torchvision's GoogLeNet (row "tv-network"), 224×224, NCHW input."""
+    x = _input((batch, 3, 224, 224), DTYPES[dtype], "nchw")
+    _skip_unavailable(provider, x)
+    net = _torchvision_model().to(DEVICE, DTYPES[dtype])
+    macs = batch * sum(count_macs(net, x[:1]).values())
+    fn = make_provider(provider, net, x)
+    benchmark.group = f"torchvision GoogLeNet batch {batch} {dtype}"
+    run_benchmark(benchmark, fn, dict(module="tv-network", provider=provider, batch=batch,
+                                      dtype=dtype, layout="nchw", macs=macs))
 
 
 def saved_activation_bytes(step):

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import DEVICE, DTYPES, ON_GPU, run_benchmark
+from conftest import ALL_DTYPES, DEVICE, DTYPES, ON_GPU, run_benchmark
 from googlenet_fused import backends, ops
 from googlenet_fused.lrn import lrn_relu_backward
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224
@@ -146,3 +146,14 @@ def test_triton_kernel(benchmark, module_name, kernel, provider, batch, dtype):
     benchmark.group = f"{kernel} {module_name} batch {batch} {dtype}"
     run_benchmark(benchmark, fn, dict(module=f"{module_name}-{kernel}", provider=provider,
                                       batch=batch, dtype=dtype, layout="channels_last"))
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES) if ON_GPU else ["fp32", "bf16"])
+def test_gemm_ceiling(benchmark, dtype):
+    """The machine's GEMM ceiling: torch.mm of two 4096 × 4096 matrices (rows "gemm", GFLOP/s;
+    the report states the peers' and our results as a share of it)."""
+    n = 4096
+    a, b = (torch.randn(n, n, device=DEVICE).to(ALL_DTYPES[dtype]) for _ in range(2))
+    benchmark.group = f"GEMM ceiling {n} {dtype}"
+    run_benchmark(benchmark, lambda: torch.mm(a, b), dict(
+        module="gemm", provider="eager", batch=n, dtype=dtype, layout="-", macs=n ** 3))

@@ -100,3 +100,28 @@ def test_training_rows_have_their_own_table(tmp_path):
     md = report.markdown(*report.load(str(path)), "t")
     assert "| network | 8 | fp32 | 1000.0 | 800.0 | 400.0 (native) | 2.50x | 2.00x | 900 | 300 |" in md
     assert "Fused ops" not in md
+
+
+def test_peers_table_best_peer_goals_and_ceiling(tmp_path):
+    rows = [_bench("network", "eager", 8, 0.47), _bench("network", "compile", 8, 0.186),
+            _bench("network", "compile-freeze", 8, 0.191),
+            _bench("network", "onnxruntime", 8, 0.415), _bench("network", "openvino", 8, 0.146),
+            _bench("network", "fused-native", 8, 0.161),
+            _bench("tv-network", "openvino", 1, 0.0184, "bf16"),
+            _bench("tv-network", "fused-native", 1, 0.0150, "bf16"),
+            _bench("gemm", "eager", 4096, 0.7, layout="-")]
+    rows[-1]["extra_info"]["gflops"] = 187.0
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(dict(benchmarks=rows)))
+    md = report.markdown(*report.load(str(path)), "t")
+    table = md.split("## Against the CPU peers")[1]
+    # fused 161 ms against OpenVINO's 146: 0.91x the best peer; 10 GFLOP/s of a 187 ceiling
+    assert ("| network | 8 | fp32 | nchw | 191.00 | 415.00 | 146.00 | 161.00 (native) | "
+            "0.91x (openvino) | 5 % | 5 % |") in table
+    assert "| tv-network | 1 | bf16 | nchw | - | - | 18.40 | 15.00 (native) | 1.23x (openvino) |" \
+        in table
+    assert ("- MISSED: network >= 1.0x the best peer, batch 1 and 8, fp32 (1 of 1 rows: "
+            "network b8 fp32 nchw: 0.91x)") in md
+    assert "- MET: torchvision's network >= 1.2x the best peer, batch 1 and 8, bf16" in md
+    assert "- NOT MEASURED: network >= 1.1x OpenVINO, batch 8, bf16" in md
+    assert "gemm" not in md.split("## Against")[0]  # the ceiling row is no module row
