@@ -161,7 +161,7 @@ if wants bench; then
   if [ "$dry" = "1" ]; then
     # name dtype layout batch providers estimate_s
     groups=("dry-fp32-nchw-1 fp32 nchw 1 eager,fused-native,conv-floor 20"
-            "dry-fp32-cl-1 fp32 channels_last 1 eager,fused-native 80"
+            "dry-fp32-cl-1 fp32 channels_last 1 eager,fused-native 150"
             "train-dry-fp32-2 fp32 nchw 2 eager,fused-native 60")
     export BENCH_ROUNDS=1 BENCH_MODULES=5b BENCH_TV_MODULES=5b TRITON_INTERPRET=0
   else
