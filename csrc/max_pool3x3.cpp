@@ -34,16 +34,62 @@
 namespace googlenet_fused {
 namespace {
 
-// max(m, v) where NaN wins, written so the compiler emits a compare and a blend.
+// How the kernels hold a dtype's values: `storage` is what they load and store, `compute` what
+// they compare, load() and store() the conversions. bf16 is kept as its raw 16 bits and
+// compared as the float those bits make in the top half of a float (exact both ways: a max
+// only picks values): the loops then run on 32-bit lanes and vectorize (AVX-512: 16 values),
+// where c10::BFloat16's operators convert one value at a time and left bf16 pooling several
+// times slower than fp32's. Other dtypes are their own storage.
 template <typename scalar_t>
-inline scalar_t nan_max(scalar_t m, scalar_t v) {
-  return (v > m || v != v) ? v : m;
+struct Values {
+  using storage = scalar_t;
+  using compute = scalar_t;
+  static compute load(storage v) { return v; }
+  static storage store(compute v) { return v; }
+};
+
+template <>
+struct Values<c10::BFloat16> {
+  using storage = uint16_t;
+  using compute = float;
+  static float load(uint16_t bits) {
+    return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16);
+  }
+  static uint16_t store(float v) {
+    return static_cast<uint16_t>(__builtin_bit_cast(uint32_t, v) >> 16);
+  }
+};
+
+// Whether v replaces m as the maximum: greater, or NaN (the last NaN wins; ATen's rule).
+template <typename T>
+inline bool takes_over(T v, T m) {
+  return v > m || v != v;
+}
+
+// max(m, v) where NaN wins, written so the compiler emits a compare and a blend.
+template <typename T>
+inline T nan_max(T m, T v) {
+  return takes_over(v, m) ? v : m;
+}
+
+template <typename scalar_t, typename storage_t = typename Values<scalar_t>::storage>
+inline void max_of_three(storage_t* dst, const storage_t* a, const storage_t* b,
+                         const storage_t* c, int64_t n) {
+  using V = Values<scalar_t>;
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = V::store(nan_max(nan_max(V::load(a[i]), V::load(b[i])), V::load(c[i])));
+  }
+}
+
+// The tensor's values as the kernels hold them.
+template <typename scalar_t>
+const typename Values<scalar_t>::storage* values_of(const at::Tensor& t) {
+  return reinterpret_cast<const typename Values<scalar_t>::storage*>(t.const_data_ptr<scalar_t>());
 }
 
 template <typename scalar_t>
-inline void max_of_three(scalar_t* dst, const scalar_t* a, const scalar_t* b, const scalar_t* c,
-                         int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = nan_max(nan_max(a[i], b[i]), c[i]);
+typename Values<scalar_t>::storage* mutable_values_of(const at::Tensor& t) {
+  return reinterpret_cast<typename Values<scalar_t>::storage*>(t.data_ptr<scalar_t>());
 }
 
 // Both layouts are walked as "planes" of H rows, each row W pixels of `unit` contiguous values:
@@ -57,26 +103,28 @@ void pool_planes(const at::Tensor& x, const at::Tensor& out, bool channels_last)
   const int64_t unit = channels_last ? C : 1, per_image = channels_last ? 1 : C;
   const int64_t L = W * unit;  // values per row
   const int64_t band = std::clamp<int64_t>(8192 / L, 1, H), bands = (H + band - 1) / band;
-  const scalar_t* in = x.const_data_ptr<scalar_t>();
-  scalar_t* out_base = out.data_ptr<scalar_t>();
+  using storage_t = typename Values<scalar_t>::storage;
+  const storage_t* in = values_of<scalar_t>(x);
+  storage_t* out_base = mutable_values_of<scalar_t>(out);
   at::parallel_for(0, N * per_image * bands, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> column_max(band * L);  // max over rows h-1..h+1
-    scalar_t* cm = column_max.data();
+    std::vector<storage_t> column_max(band * L);  // max over rows h-1..h+1
+    storage_t* cm = column_max.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t plane = task / bands, h0 = (task % bands) * band;
       const int64_t h1 = std::min(H, h0 + band), n = plane / per_image, c = plane % per_image;
-      const scalar_t* src = in + n * x.stride(0) + c * x.stride(1);
-      scalar_t* dst = out_base + n * out.stride(0) + c * out.stride(1) + h0 * L;
+      const storage_t* src = in + n * x.stride(0) + c * x.stride(1);
+      storage_t* dst = out_base + n * out.stride(0) + c * out.stride(1) + h0 * L;
       // Rows with both neighbours in one loop; at the top and bottom the row itself stands in
       // for the missing neighbour (padding never wins).
       const int64_t inner0 = std::max<int64_t>(h0, 1), inner1 = std::min(h1, H - 1);
       if (inner1 > inner0) {
-        max_of_three(cm + (inner0 - h0) * L, src + (inner0 - 1) * L, src + inner0 * L,
-                     src + (inner0 + 1) * L, (inner1 - inner0) * L);
+        max_of_three<scalar_t>(cm + (inner0 - h0) * L, src + (inner0 - 1) * L, src + inner0 * L,
+                               src + (inner0 + 1) * L, (inner1 - inner0) * L);
       }
       auto border_row = [&](int64_t h) {
-        const scalar_t* mid = src + h * L;
-        max_of_three(cm + (h - h0) * L, h > 0 ? mid - L : mid, mid, h + 1 < H ? mid + L : mid, L);
+        const storage_t* mid = src + h * L;
+        max_of_three<scalar_t>(cm + (h - h0) * L, h > 0 ? mid - L : mid, mid,
+                               h + 1 < H ? mid + L : mid, L);
       };
       if (h0 == 0) border_row(0);
       if (h1 == H && H > 1) border_row(H - 1);
@@ -85,12 +133,13 @@ void pool_planes(const at::Tensor& x, const at::Tensor& out, bool channels_last)
         std::copy(cm, cm + rows * L, dst);
         continue;
       }
-      max_of_three(dst + unit, cm, cm + unit, cm + 2 * unit, rows * L - 2 * unit);
+      max_of_three<scalar_t>(dst + unit, cm, cm + unit, cm + 2 * unit, rows * L - 2 * unit);
       for (int64_t r = 0; r < rows; ++r) {
-        scalar_t* row_out = dst + r * L;
-        const scalar_t* row = cm + r * L;
-        max_of_three(row_out, row, row, row + unit, unit);
-        max_of_three(row_out + L - unit, row + L - 2 * unit, row + L - unit, row + L - unit, unit);
+        storage_t* row_out = dst + r * L;
+        const storage_t* row = cm + r * L;
+        max_of_three<scalar_t>(row_out, row, row, row + unit, unit);
+        max_of_three<scalar_t>(row_out + L - unit, row + L - 2 * unit, row + L - unit,
+                               row + L - unit, unit);
       }
     }
   });
@@ -156,18 +205,21 @@ constexpr int64_t kPoolChannels = 64;  // values of one pixel kept in registers 
 template <typename scalar_t>
 void pool_windows(const at::Tensor& x, const at::Tensor& out, uint8_t* taps, const Window& win,
                   bool channels_last) {
-  using position_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
+  using V = Values<scalar_t>;
+  using storage_t = typename V::storage;
+  using compute_t = typename V::compute;
+  using position_t = std::conditional_t<sizeof(compute_t) == 8, int64_t, int32_t>;
   const int64_t N = x.size(0), C = x.size(1);
   const int64_t unit = channels_last ? C : 1, per_image = channels_last ? 1 : C;
-  const scalar_t* in = x.const_data_ptr<scalar_t>();
-  scalar_t* out_base = out.data_ptr<scalar_t>();
+  const storage_t* in = values_of<scalar_t>(x);
+  storage_t* out_base = mutable_values_of<scalar_t>(out);
   at::parallel_for(0, N * per_image * win.Ho, 1, [&](int64_t begin, int64_t end) {
-    scalar_t best[kPoolChannels];
+    compute_t best[kPoolChannels];
     position_t where[kPoolChannels];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t plane = task / win.Ho, ho = task % win.Ho;
       const int64_t n = plane / per_image, c = plane % per_image;
-      const scalar_t* src = in + n * x.stride(0) + c * x.stride(1);
+      const storage_t* src = in + n * x.stride(0) + c * x.stride(1);
       // The taps tensor has out's strides.
       const int64_t row_out = n * out.stride(0) + c * out.stride(1) + ho * win.Wo * unit;
       const int64_t top = ho * win.stride - win.pad;
@@ -180,27 +232,33 @@ void pool_windows(const at::Tensor& x, const at::Tensor& out, uint8_t* taps, con
             if (top + dh < 0 || top + dh >= win.H) continue;
             for (int64_t dw = 0; dw < 3; ++dw) {
               if (left + dw < 0 || left + dw >= win.W) continue;
-              const scalar_t* v = src + ((top + dh) * win.W + left + dw) * unit + k0;
+              const storage_t* v = src + ((top + dh) * win.W + left + dw) * unit + k0;
               const position_t position = static_cast<position_t>(dh * 3 + dw);
               if (first) {
                 for (int64_t k = 0; k < nk; ++k) {
-                  best[k] = v[k];
+                  best[k] = V::load(v[k]);
                   where[k] = position;
                 }
                 first = false;
               } else if (taps) {
                 for (int64_t k = 0; k < nk; ++k) {
-                  const bool take = v[k] > best[k] || v[k] != v[k];  // NaN: the last one wins
-                  best[k] = take ? v[k] : best[k];
+                  const compute_t value = V::load(v[k]);
+                  const bool take = takes_over(value, best[k]);
+                  best[k] = take ? value : best[k];
                   where[k] = take ? position : where[k];
                 }
               } else {
-                for (int64_t k = 0; k < nk; ++k) best[k] = nan_max(best[k], v[k]);
+                for (int64_t k = 0; k < nk; ++k) best[k] = nan_max(best[k], V::load(v[k]));
               }
             }
           }
           const int64_t at = row_out + wo * unit + k0;
-          std::copy(best, best + nk, out_base + at);
+          if constexpr (std::is_same_v<storage_t, compute_t>) {
+            std::copy(best, best + nk, out_base + at);
+          } else {
+            storage_t* dst = out_base + at;
+            for (int64_t k = 0; k < nk; ++k) dst[k] = V::store(best[k]);
+          }
           if (taps) {  // a local restrict pointer: byte stores may alias anything else
             uint8_t* __restrict tap = taps + at;
             for (int64_t k = 0; k < nk; ++k) tap[k] = static_cast<uint8_t>(where[k]);

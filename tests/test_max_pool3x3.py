@@ -59,9 +59,12 @@ def test_channel_slice_of_channels_last():
     check(x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_nan_inf_and_ties(layout):
-    x, = make_inputs([(2, 6, 5, 5)], layout=layout)
+def test_nan_inf_and_ties(layout, dtype):
+    # bf16 is compared as the float its bits make (csrc/max_pool3x3.cpp's Values): the same
+    # NaN, infinity and tie rules as every other dtype
+    x, = make_inputs([(2, 6, 5, 5)], dtype, layout)
     x[0, 1, 2, 2] = float("nan")
     x[0, 2, 0, 0] = float("nan")
     x[1, 3, 4, 4] = float("inf")
