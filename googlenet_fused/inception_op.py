@@ -56,6 +56,11 @@ def params_key(tensors) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
+def needs_grad(x: torch.Tensor, params) -> bool:
+    """Whether autograd will want gradients through a call on ``x`` with ``params``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
+
+
 def run_fused(backend, x, params, training, lrn=True):
     """One fused inception module (``params`` as module_forward takes them) on ``backend``
     ("triton" or "native"), returning its output in x's memory format.

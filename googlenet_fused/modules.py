@@ -22,16 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends, ops
-from .inception_op import layout_of, params_key, run_fused
+from .inception_op import layout_of, needs_grad, params_key, run_fused
 from .stem_op import stem_conv_fits, stem_conv_triton
 from .reference import GoogLeNet, Inception, check_input
 
 logger = logging.getLogger("googlenet_fused")
-
-
-def needs_grad(x: torch.Tensor, params) -> bool:
-    """Whether autograd will want gradients through a call on ``x`` with ``params``."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
 
 
 def _check_device(x: torch.Tensor, module: nn.Module) -> None:
@@ -303,9 +298,8 @@ def fuse(model: nn.Module, backend: str = "auto") -> nn.Module:
 
     backends.check_backend_name(backend)
     if type(model) is Inception or tv.is_inception(model):
-        raise TypeError(f"fuse: model is itself an inception module; use "
-                        f"{'FusedInception' if type(model) is Inception else 'FusedTorchvisionInception'}"
-                        f".from_module")
+        fused = "FusedInception" if type(model) is Inception else "FusedTorchvisionInception"
+        raise TypeError(f"fuse: model is itself an inception module; use {fused}.from_module")
     swapped = {}
 
     def swap(parent, name, fused):

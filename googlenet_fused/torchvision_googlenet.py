@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends
-from .inception_op import params_key, run_fused
+from .inception_op import needs_grad, params_key, run_fused
 from .reference import check_input
 from .stem_op import stem_conv_fits, stem_conv_triton
 
@@ -123,11 +123,6 @@ def _folds(blocks) -> bool:
     return all(not b.bn.training and b.bn.running_mean is not None for b in blocks)
 
 
-def _wants_grad(x: torch.Tensor, blocks) -> bool:
-    return torch.is_grad_enabled() and (x.requires_grad or any(
-        p.requires_grad for b in blocks for p in b.parameters()))
-
-
 class _FoldCache:
     """Folded parameters, recomputed whenever a tensor they come from, or an eps, changes;
     under torch.compile the folding is part of the graph instead (no cache)."""
@@ -180,7 +175,8 @@ class FusedBasicConv2d(nn.Module):
 
     def forward(self, x):
         backend = backends.select(self.backend, x) if x.dim() == 4 else "reference"
-        if backend == "reference" or not _folds([self]) or _wants_grad(x, [self]):
+        if (backend == "reference" or not _folds([self])
+                or needs_grad(x, list(self.parameters()))):
             return F.relu(self.bn(self.conv(x)), inplace=True)
         weight, bias = self.folded()
         if self.channels_last:
@@ -240,7 +236,8 @@ class FusedTorchvisionInception(nn.Module):
         check_input(x, self.branch1.conv.in_channels, type(self).__name__)
         blocks = self._blocks()
         backend = backends.select(self.backend, x)
-        if backend == "reference" or not _folds(blocks) or _wants_grad(x, blocks):
+        if (backend == "reference" or not _folds(blocks)
+                or needs_grad(x, [p for b in blocks for p in b.parameters()])):
             return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
                               self.branch4(x)], 1)
         return run_fused(backend, x, self.op_params(), training=False, lrn=False)

@@ -233,5 +233,6 @@ def test_recognition_and_errors():
     changed.branch2[1].conv.stride = (2, 2)  # not the layout the kernels compute: left alone
     assert not is_inception(changed)
     fused = FusedTorchvisionInception.from_module(block(INCEPTION_CONFIGS["3a"]), "native")
-    with pytest.raises(ValueError, match=r"expected 192 input channels .* got shape \(2, 5, 4, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected 192 input channels .* got shape \(2, 5, 4, 4\)"):
         fused(torch.randn(2, 5, 4, 4))
