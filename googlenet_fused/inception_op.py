@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import backends, ops
+from . import backends, ops, prepacked
 from .reference import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
 
 LRN = (LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
@@ -61,9 +61,13 @@ def needs_grad(x: torch.Tensor, params) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
 
 
-def run_fused(backend, x, params, training, lrn=True):
+def run_fused(backend, x, params, training, lrn=True, packs=None):
     """One fused inception module (``params`` as module_forward takes them) on ``backend``
     ("triton" or "native"), returning its output in x's memory format.
+
+    With ``packs`` (the module's prepacked.ConvPacks), native inference on CPU outside
+    torch.compile runs module_forward directly with prepacked weights: no graph to capture, so
+    no op (and none of its dispatch cost at batch 1).
 
     channels_last before the op, where autograd sees it: the op saves the converted input for
     its weight gradients (no conversion in the backward). An NCHW output is written in place
@@ -72,7 +76,11 @@ def run_fused(backend, x, params, training, lrn=True):
     op = inception_triton if backend == "triton" else inception_native
     x_cl = x.contiguous(memory_format=torch.channels_last)
     nchw_out = layout == torch.contiguous_format and backends.writes_nchw_output(backend, x)
-    out = op(x_cl, *params, training, x.requires_grad, nchw_out, lrn)[0]
+    if (backend == "native" and packs is not None and not training
+            and prepacked.applies(x_cl)):
+        out = module_forward(NativeSteps(packs), x_cl, *params, False, False, nchw_out, lrn)[0]
+    else:
+        out = op(x_cl, *params, training, x.requires_grad, nchw_out, lrn)[0]
     return out.contiguous(memory_format=layout)  # no copy when it already is
 
 
@@ -113,10 +121,15 @@ class TritonSteps:
 
 
 class NativeSteps:
-    """ATen convolutions (oneDNN, cuDNN) and the extension's LRN + ReLU writing into slices."""
+    """ATen convolutions (oneDNN, cuDNN) and the extension's LRN + ReLU writing into slices;
+    with ``packs`` (eager CPU inference, see googlenet_fused.prepacked) the convolutions run
+    oneDNN with weights prepacked once."""
 
     name = "native"
     keeps_pooled = True
+
+    def __init__(self, packs: prepacked.ConvPacks | None = None):
+        self.packs = packs
 
     @staticmethod
     def folds_bias(x):
@@ -132,28 +145,30 @@ class NativeSteps:
             torch.ops.googlenet_fused.lrn_relu_concat_into(out, [u], *lrn, True,
                                                            [b] if fold else None)
 
-    @staticmethod
-    def _conv_lrn_relu(inp, w, b, out, lrn, padding=0):
-        """conv → (bias) → LRN + ReLU into ``out``; returns the pre-activation."""
+    def _conv(self, inp, w, b, lrn, padding=0):
+        """conv (+ bias unless the LRN op adds it) as a channels_last tensor; returns (it,
+        whether the bias was left to the LRN op)."""
         fold = lrn is not None and backends.fold_bias(inp)
-        u = _channels_last(F.conv2d(inp, w, None if fold else b, padding=padding))
-        NativeSteps._epilogue(out, u, b, fold, lrn)
+        u = prepacked.conv(self.packs, inp, w, None if fold else b, padding)
+        return _channels_last(u), fold
+
+    def _conv_lrn_relu(self, inp, w, b, out, lrn, padding=0):
+        """conv → (bias) → LRN + ReLU into ``out``; returns the pre-activation."""
+        u, fold = self._conv(inp, w, b, lrn, padding)
+        self._epilogue(out, u, b, fold, lrn)
         return u
 
-    @staticmethod
-    def reads_x(x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps, lrn):
-        fold = lrn is not None and backends.fold_bias(x)
-        u_red = _channels_last(F.conv2d(x, w_red, None if fold else b_red))
+    def reads_x(self, x, w_red, b_red, wp, bp, sizes, out1, out_pool, training, keep_taps, lrn):
+        u_red, fold = self._conv(x, w_red, b_red, lrn)
         red3, red5 = _new_like(x, sizes[1]), _new_like(x, sizes[2])
         for out, u, b in zip((out1, red3, red5), u_red.split(sizes, 1), b_red.split(sizes)):
-            NativeSteps._epilogue(out, u, b, fold, lrn)
+            self._epilogue(out, u, b, fold, lrn)
         pooled, taps = ops.max_pool3x3_with_taps(x) if keep_taps else (ops.max_pool3x3(x), None)
-        u_pool = NativeSteps._conv_lrn_relu(pooled, wp, bp, out_pool, lrn)
+        u_pool = self._conv_lrn_relu(pooled, wp, bp, out_pool, lrn)
         return u_red, u_pool, red3, red5, pooled, taps
 
-    @staticmethod
-    def branch(red, w, b, out, training, lrn):
-        return NativeSteps._conv_lrn_relu(red, w, b, out, lrn, padding=w.shape[-1] // 2)
+    def branch(self, red, w, b, out, training, lrn):
+        return self._conv_lrn_relu(red, w, b, out, lrn, padding=w.shape[-1] // 2)
 
 
 def _new_like(x, channels):
@@ -331,4 +346,4 @@ def _define(steps):
 
 
 inception_triton = _define(TritonSteps)
-inception_native = _define(NativeSteps)
+inception_native = _define(NativeSteps())

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import backends, ops
+from . import backends, ops, prepacked
 from .inception_op import layout_of, needs_grad, params_key, run_fused
 from .stem_op import stem_conv_fits, stem_conv_triton
 from .reference import GoogLeNet, Inception, check_input
@@ -60,6 +60,7 @@ class FusedInception(Inception):
         super().__init__(in_size, _1by1, _3by3red, _3by3, _5by5_red, _5by5, pool_size)
         self.backend = backends.check_backend_name(backend)
         self._cached = None  # (key, op_params()) for inference
+        self._packs = prepacked.ConvPacks()
 
     @classmethod
     def from_module(cls, module: Inception, backend: str = "auto") -> "FusedInception":
@@ -73,6 +74,7 @@ class FusedInception(Inception):
             setattr(fused, name, getattr(module, name))
         fused.backend = backends.check_backend_name(backend)
         fused._cached = None
+        fused._packs = prepacked.ConvPacks()
         fused.train(module.training)
         return fused
 
@@ -114,7 +116,7 @@ class FusedInception(Inception):
             return super().forward(x).contiguous(memory_format=layout_of(x))
         params = self.op_params()
         # Training returns the pre-activations its backward needs; inference does not.
-        return run_fused(backend, x, params, needs_grad(x, params))
+        return run_fused(backend, x, params, needs_grad(x, params), packs=self._packs)
 
 
 class FusedLocalResponseNorm(nn.LocalResponseNorm):
@@ -189,30 +191,34 @@ class FusedStemConv(nn.Conv2d):
             fused.__dict__[key] = value.copy() if isinstance(value, dict) else value
         fused.pool, fused.lrn = pool, lrn
         fused.backend = backend
+        fused._packs = prepacked.ConvPacks()
         return fused
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + (", max pool" if self.pool is not None else "") + ", ReLU"
                 + (", then LRN" if self.lrn is not None else ""))
 
-    def _one_launch(self, x) -> bool:
+    def _one_launch(self, x, grad) -> bool:
         return (self.pool is None and self.bias is not None and stem_conv_fits(self)
-                and not needs_grad(x, self.parameters())
-                and backends.select(self.backend, x) == "triton")
+                and not grad and backends.select(self.backend, x) == "triton")
 
     def forward(self, x):
-        if self._one_launch(x):
+        grad = needs_grad(x, list(self.parameters()))
+        if self._one_launch(x, grad):
             lrn = self.lrn
             settings = (lrn.size, lrn.alpha, lrn.beta, lrn.k) if lrn is not None else (0, 0., 0., 0.)
             return stem_conv_triton(x, self.weight, self.bias, *settings)
-        if self.pool is None:
-            y = super().forward(x)
+        if not grad and self.backend != "reference" and prepacked.applies(x):
+            y = prepacked.conv_module(self._packs, self, x, self.weight, self.bias)
+            y = F.relu(self.pool(y) if self.pool is not None else y, inplace=True)
+        elif self.pool is None:
+            y = F.relu(super().forward(x), inplace=True)
         else:
             fold = self.bias is not None and backends.fold_bias(x)
             y = self.pool(self._conv_forward(x, self.weight, None if fold else self.bias))
             if fold:
                 y = y.add_(self.bias.view(1, -1, 1, 1))
-        y = F.relu(y, inplace=True)
+            y = F.relu(y, inplace=True)
         return self.lrn(y) if self.lrn is not None else y
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import backends
+from . import backends, prepacked
 from .inception_op import needs_grad, params_key, run_fused
 from .reference import check_input
 from .stem_op import stem_conv_fits, stem_conv_triton
@@ -163,6 +163,7 @@ class FusedBasicConv2d(nn.Module):
         fused.backend = backends.check_backend_name(backend)
         fused.channels_last = channels_last
         fused._folded = _FoldCache()
+        fused._packs = prepacked.ConvPacks()
         fused.train(module.training)
         return fused
 
@@ -183,7 +184,7 @@ class FusedBasicConv2d(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         if backend == "triton" and stem_conv_fits(self.conv):
             return stem_conv_triton(x, weight, bias, 0, 0.0, 0.0, 0.0)
-        return F.relu(self.conv._conv_forward(x, weight, bias), inplace=True)
+        return prepacked.conv_module(self._packs, self.conv, x, weight, bias, relu=True)
 
 
 class FusedTorchvisionInception(nn.Module):
@@ -207,6 +208,7 @@ class FusedTorchvisionInception(nn.Module):
             setattr(fused, name, getattr(module, name))
         fused.backend = backends.check_backend_name(backend)
         fused._folded = _FoldCache()
+        fused._packs = prepacked.ConvPacks()
         fused.train(module.training)
         return fused
 
@@ -240,7 +242,8 @@ class FusedTorchvisionInception(nn.Module):
                 or needs_grad(x, [p for b in blocks for p in b.parameters()])):
             return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
                               self.branch4(x)], 1)
-        return run_fused(backend, x, self.op_params(), training=False, lrn=False)
+        return run_fused(backend, x, self.op_params(), training=False, lrn=False,
+                         packs=self._packs)
 
 
 __all__ = ["FusedBasicConv2d", "FusedTorchvisionInception", "fold_batchnorm", "is_basic_conv",
