@@ -19,3 +19,14 @@ def test_readme_has_python_snippets():
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_snippet_runs(index):
     exec(compile(python_blocks()[index], f"README.md python block {index}", "exec"), {})
+
+
+def test_readme_links_resolve():
+    """Every relative link of the README names a file or folder of the repository."""
+    with open(README) as f:
+        links = re.findall(r"\]\(([^)#]+)\)", f.read())
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links to its docs"
+    root = os.path.dirname(README)
+    missing = [link for link in local if not os.path.exists(os.path.join(root, link))]
+    assert not missing, f"README links to missing files: {missing}"
