@@ -92,7 +92,7 @@ if torch.cuda.is_available():  # the bandwidths benchmarks/roofline.py assumes (
         torch.cuda.synchronize()
         return nbytes * reps / (start.elapsed_time(end) / 1e3) / 1e12
     print(f"copy bandwidth: HBM {copy_rate(2 << 30, 20):.2f} TB/s (2 GiB), "
-          f"L2 {copy_rate(24 << 20, 2000):.2f} TB/s (24 MiB: roofline.py L2_BYTES_PER_S_ASSUMED)")
+          f"L2 {copy_rate(24 << 20, 2000):.2f} TB/s (24 MiB: roofline.py L2_BYTES_PER_S)")
 PY
 [ "${PIPESTATUS[0]}" = 0 ] || die "no usable Python (see $out/environment.txt)"
 if [ "$dry" != "1" ] && ! "$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

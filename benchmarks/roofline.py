@@ -20,12 +20,16 @@ Three implementations per module:
 - ``ideal``: one kernel per module that reads x and the weights once, writes the output once,
   keeps every intermediate on chip and does exactly the convolutions' FLOPs.
 
-A kernel's time is max(FLOPs / peak, bytes / bandwidth) plus a fixed launch cost and, for the
-fused GEMMs, half their longest program (the last wave's expected idle time; a chain's tiles
-run one after another on one SM); kernels of one module run one after another. Ceilings: 790
-TFLOP/s dense bf16/fp16 (half for fp32 as TF32), 4.3 TB/s (both measured on this project's
-H200), 60 MB of L2, 132 SMs. The last line reads "nine modules, batch 256, bf16: fused/ideal =
-X.XX".
+A kernel's time is max(FLOPs / peak, HBM bytes / bandwidth, L2 operand bytes / L2 bandwidth)
+plus a fixed launch cost and, for the fused GEMMs, half their longest program (the last wave's
+expected idle time; a chain's tiles run one after another on one SM); kernels of one module run
+one after another. The L2 term is the fused GEMMs' operand tiles moved from L2 into shared
+memory (every tile loads its BLOCK_M rows and BLOCK_N weight columns at each K step), and each
+GEMM's config is chosen under all three ceilings; cuDNN's kernels (eager) and the ideal kernel
+are taken as compute- or HBM-bound. Ceilings: 790 TFLOP/s dense bf16/fp16 (half for fp32 as
+TF32), 4.3 TB/s HBM (both measured on this project's H200), 7 TB/s L2 to shared memory
+(assumed, see L2_BYTES_PER_S), 60 MB of L2, 132 SMs. The last line reads "nine modules, batch
+256, bf16: fused/ideal = X.XX", L2 included.
 """
 from __future__ import annotations
 
@@ -43,9 +47,10 @@ PEAK_FLOPS = {"bf16": 790e12, "fp16": 790e12, "fp32": 395e12}
 HBM_BYTES_PER_S = 4.3e12
 L2_BYTES = 60e6
 # L2 -> shared memory bandwidth: NOT measured on this project's H200 (public microbenchmarks of
-# the H100 range from ~5.5 to ~12 TB/s); the report's sensitivity line uses it, the estimates do
-# not. benchmarks/gpu_check.sh prints a measurement (environment.txt) to put here.
-L2_BYTES_PER_S_ASSUMED = 10e12
+# the H100, the same die, range from ~5.5 to ~12 TB/s): an assumption from the lower half until
+# benchmarks/gpu_check.sh measures it (environment.txt) and the measured figure replaces it.
+L2_BYTES_PER_S = 7e12
+L2_SENSITIVITY = (None, 12e12, 10e12, 7e12, 5.5e12)  # the report's table; None: not counted
 LAUNCH_S = 2e-6  # launch + pipeline drain of one kernel in a stream of kernels (an estimate)
 SMS = 132        # the H200's streaming multiprocessors
 ITEM = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -66,28 +71,42 @@ class Kernel:
     bf16_flops: float = 0.0  # FLOPs on bf16 operands whatever the dtype (the window product)
     l2_bytes: float = 0.0    # operand tiles moved from L2 into shared memory (GEMMs)
     tail_s: float = 0.0      # the last wave's expected idle time
+    config: str = ""         # the GEMM's tile shape and chains, as chosen
 
-    def seconds(self, dtype: str, l2_bytes_per_s: float | None = None) -> float:
-        """The estimate; with ``l2_bytes_per_s``, the L2 operand traffic is a ceiling too."""
+    def _terms(self, dtype, l2_bytes_per_s):
         compute = self.flops / PEAK_FLOPS[dtype] + self.bf16_flops / PEAK_FLOPS["bf16"]
         l2 = self.l2_bytes / l2_bytes_per_s if l2_bytes_per_s else 0.0
-        return (max(compute, self.bytes / HBM_BYTES_PER_S, l2) + self.launches * LAUNCH_S
+        return {"compute": compute, "HBM": self.bytes / HBM_BYTES_PER_S, "L2": l2}
+
+    def seconds(self, dtype: str, l2_bytes_per_s: float | None = L2_BYTES_PER_S) -> float:
+        """The estimate; the L2 operand traffic is a ceiling at ``l2_bytes_per_s`` (None: not
+        counted)."""
+        return (max(self._terms(dtype, l2_bytes_per_s).values()) + self.launches * LAUNCH_S
                 + self.tail_s)
+
+    def bound(self, dtype: str, l2_bytes_per_s: float | None = L2_BYTES_PER_S) -> str:
+        """Which ceiling sets the estimate: "compute", "HBM" or "L2"."""
+        terms = self._terms(dtype, l2_bytes_per_s)
+        return max(terms, key=terms.get)
+
+    def flop_per_l2_byte(self) -> float | None:
+        return (self.flops + self.bf16_flops) / self.l2_bytes if self.l2_bytes else None
 
 
 def _conv_flops(pixels, cin, cout, k):
     return 2.0 * pixels * cin * cout * k * k
 
 
-def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per_s=None,
-                pool=False):
+def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True,
+                l2_bytes_per_s=L2_BYTES_PER_S, pool=False):
     """One Triton GEMM + LRN + ReLU (a KS×KS convolution over ``cin`` channels, or the 1×1
     launch) with its real tiling, at the best config its autotuner keeps (tiling.prune):
     ``groups`` are the branches it stacks, in chains as the launcher plans them for the H200
     (tiling.chain_pieces, chain_plan); the taps' channels, flattened, are padded to the launch's
     K step (tiling.k_step). ``lrn`` False: the epilogue is bias + ReLU only (no halo columns, no
-    window product), as the launcher plans it (window 1). With ``l2_bytes_per_s`` the config is
-    chosen with the L2 operand traffic as a ceiling too. ``pool``: the launch has pool tiles
+    window product), as the launcher plans it (window 1). The config is chosen with the L2
+    operand traffic at ``l2_bytes_per_s`` as a ceiling too (None: without it). ``pool``: the
+    launch has pool tiles
     (the configs it may run differ)."""
     rows, cout = n * s * s, sum(sum(g) for g in groups)
     size = LRN_SIZE if lrn else 1
@@ -119,14 +138,16 @@ def triton_gemm(name, n, s, ks, cin, groups, item, dtype, lrn=True, l2_bytes_per
         k = Kernel(name, flops=2.0 * padded_rows * k_total * columns, bf16_flops=window,
                    bytes=(rows * cin + ks * ks * cin * cout + rows * cout) * item,
                    l2_bytes=tiles * (bm + bn) * k_total * item,
-                   tail_s=longest / 2 / (PEAK_FLOPS[dtype] / SMS))
+                   tail_s=longest / 2 / (PEAK_FLOPS[dtype] / SMS),
+                   config=f"{bm}×{bn}" + (f", chains of {max(n for *_, n in plan)}"
+                                          if max(n for *_, n in plan) > 1 else ""))
         if best is None or (k.seconds(dtype, l2_bytes_per_s)
                             < best.seconds(dtype, l2_bytes_per_s)):
             best = k
     return best
 
 
-def fused_module(cfg, n, s, dtype, l2_bytes_per_s=None, torchvision=False):
+def fused_module(cfg, n, s, dtype, l2_bytes_per_s=L2_BYTES_PER_S, torchvision=False):
     """The three launches of one module; ``torchvision``: torchvision's block with its
     BatchNorm folded (no LRN in any epilogue, a 3×3 where the seed has its 5×5)."""
     cin, c1, c3r, c3, c5r, c5, cp = cfg
@@ -316,40 +337,56 @@ def kernel_table(n, dtype):
     rows = {}
     for name in INCEPTION_CONFIGS:
         for k in fused_module(INCEPTION_CONFIGS[name], n, SPATIAL_AT_224[name], dtype):
-            r = rows.setdefault(k.name, [0.0, 0.0, 0.0])
+            r = rows.setdefault(k.name, [0.0, 0.0, 0.0, 0.0])
             r[0] += k.flops + k.bf16_flops
             r[1] += k.bytes
-            r[2] += k.seconds(dtype)
-    total = sum(r[2] for r in rows.values())
+            r[2] += k.l2_bytes
+            r[3] += k.seconds(dtype)
+    total = sum(r[3] for r in rows.values())
     lines = [f"## Fused kernels over the nine modules, batch {n}, {dtype}", "",
-             "| kernel | GFLOP | MB | µs | share | bound |", "|---|---|---|---|---|---|"]
-    for name, (flops, nbytes, seconds) in rows.items():
-        bound = "compute" if flops / PEAK_FLOPS[dtype] > nbytes / HBM_BYTES_PER_S else "memory"
-        lines.append(f"| {name} | {flops / 1e9:.1f} | {nbytes / 1e6:.1f} | {1e6 * seconds:.1f} "
-                     f"| {100 * seconds / total:.0f}% | {bound} |")
+             "| kernel | GFLOP | MB HBM | GB L2 | FLOP per L2 byte | µs | share |",
+             "|---|---|---|---|---|---|---|"]
+    for name, (flops, nbytes, l2, seconds) in rows.items():
+        lines.append(f"| {name} | {flops / 1e9:.1f} | {nbytes / 1e6:.1f} | {l2 / 1e9:.1f} | "
+                     f"{flops / l2:.0f} | {1e6 * seconds:.1f} | {100 * seconds / total:.0f}% |")
     return lines
 
 
-def l2_sensitivity(n, dtype, totals):
-    """What the estimates leave out: the GEMMs' operand traffic from L2 into shared memory, at
-    an assumed bandwidth. Small tiles (this design's, held to BLOCK_N <= 128 by the LRN band in
-    registers) move (BLOCK_M + BLOCK_N) · K bytes per 2 · BLOCK_M · BLOCK_N · K FLOPs."""
-    bw = L2_BYTES_PER_S_ASSUMED
-    picked = [k for name, cfg in INCEPTION_CONFIGS.items()
-              for k in fused_module(cfg, n, SPATIAL_AT_224[name], dtype)]
-    retuned = [k for name, cfg in INCEPTION_CONFIGS.items()
-               for k in fused_module(cfg, n, SPATIAL_AT_224[name], dtype, bw)]
-    l2 = sum(k.l2_bytes for k in picked)
-    bound = sum(k.seconds(dtype, bw) for k in picked)
-    best = sum(k.seconds(dtype, bw) for k in retuned)
-    return [f"Not in the estimates: the nine modules' GEMMs, at the configs above, move "
-            f"{l2 / 1e9:.1f} GB of operand tiles from L2 into shared memory at batch {n} "
-            f"({dtype}). At {bw / 1e12:.0f} TB/s (assumed, not measured on this H200) that takes "
-            f"{1e6 * l2 / bw:.0f} µs against {1e6 * sum(k.seconds(dtype) for k in picked):.0f} "
-            f"µs estimated: bound by it, the nine modules would take {1e6 * bound:.0f} µs "
-            f"(fused/ideal {bound / totals['ideal']:.2f}), or {1e6 * best:.0f} µs "
-            f"({best / totals['ideal']:.2f}) at the wider configs the autotuner also keeps; an "
-            f"ideal kernel's larger tiles would stay compute-bound."]
+def launch_table(n, dtype):
+    """Every fused launch of the nine modules: its config, FLOP per L2 byte and what bounds it
+    (a GEMM needs PEAK / L2 bandwidth FLOP per byte to stay compute-bound)."""
+    need = PEAK_FLOPS[dtype] / L2_BYTES_PER_S
+    lines = [f"## Each fused launch, batch {n}, {dtype}: FLOP per L2 byte (compute-bound from "
+             f"{need:.0f} at {L2_BYTES_PER_S / 1e12:g} TB/s)", "",
+             "| module | launch | config | GFLOP | GB L2 | FLOP per L2 byte | µs | bound |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, cfg in INCEPTION_CONFIGS.items():
+        for k in fused_module(cfg, n, SPATIAL_AT_224[name], dtype):
+            lines.append(f"| {name} | {k.name} | {k.config} | "
+                         f"{(k.flops + k.bf16_flops) / 1e9:.1f} | {k.l2_bytes / 1e9:.2f} | "
+                         f"{k.flop_per_l2_byte():.0f} | {1e6 * k.seconds(dtype):.1f} | "
+                         f"{k.bound(dtype)} |")
+    return lines
+
+
+def l2_table(n, dtype, ideal_s):
+    """The nine modules' fused estimate at other L2 bandwidths (configs chosen at each): how
+    much the assumed figure decides. Small tiles (this design's, held to BLOCK_N <= 128 by the
+    LRN band in registers) move (BLOCK_M + BLOCK_N) · K bytes per 2 · BLOCK_M · BLOCK_N · K
+    FLOPs; the ideal kernel's larger tiles would stay compute-bound."""
+    lines = [f"## The L2 term, batch {n}, {dtype}: the nine modules at other L2 bandwidths", "",
+             "| L2 bandwidth | fused µs | ideal µs | fused / ideal | FLOP per L2 byte |",
+             "|---|---|---|---|---|"]
+    for bw in L2_SENSITIVITY:
+        picked = [k for name, cfg in INCEPTION_CONFIGS.items()
+                  for k in fused_module(cfg, n, SPATIAL_AT_224[name], dtype, bw)]
+        fused = sum(k.seconds(dtype, bw) for k in picked)
+        flops = sum(k.flops + k.bf16_flops for k in picked)
+        label = "not counted" if bw is None else f"{bw / 1e12:g} TB/s" + (
+            " (the model's)" if bw == L2_BYTES_PER_S else "")
+        lines.append(f"| {label} | {1e6 * fused:.0f} | {1e6 * ideal_s:.0f} | "
+                     f"{fused / ideal_s:.2f} | {flops / sum(k.l2_bytes for k in picked):.0f} |")
+    return lines
 
 
 def torchvision_table(batches, dtype):
@@ -378,7 +415,8 @@ def torchvision_table(batches, dtype):
 def report(batches=(32, 256), dtype="bf16") -> str:
     lines = ["# Roofline model (benchmarks/roofline.py)", "",
              f"Ceilings: {PEAK_FLOPS[dtype] / 1e12:.0f} TFLOP/s {dtype}, "
-             f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s HBM, {L2_BYTES / 1e6:.0f} MB L2, "
+             f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s HBM, {L2_BYTES_PER_S / 1e12:g} TB/s from L2 to "
+             f"shared memory (assumed, not measured), {L2_BYTES / 1e6:.0f} MB L2, "
              f"{LAUNCH_S * 1e6:.0f} µs per launch; a module's kernels run one after another.", ""]
     table, totals = module_table(batches, dtype)
     lines += table + [""] + around_table(batches, dtype) + [""] + kernel_table(max(batches),
@@ -397,7 +435,7 @@ def report(batches=(32, 256), dtype="bf16") -> str:
               f"K steps): 1×1 GEMMs {100 * (gemm[0] / exact[0] - 1):.1f} %, all GEMMs "
               f"{100 * (gemm[1] / exact[1] - 1):.1f} %; the window product adds "
               f"{100 * window / exact[1]:.1f} % (bf16).", ""]
-    lines += l2_sensitivity(n, dtype, totals[n]) + [""]
+    lines += l2_table(n, dtype, totals[n]["ideal"]) + [""] + launch_table(n, dtype) + [""]
     tv_lines, tv_totals = torchvision_table(batches, dtype)
     lines += tv_lines + [""]
     lines.append(f"torchvision's nine blocks, batch {n}, {dtype}: fused/ideal = "

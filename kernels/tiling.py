@@ -26,8 +26,8 @@ import math
 # 256 (and at 128 with 4 warps) every dtype spilled (0.1-1.7 KB per thread, sm_90, triton 3.6
 # and 3.8); 128×32 with 4 warps spilled under 3.6 in fp32 (its pool tiles' registers). The two
 # WIDE tiles move fewer operand bytes from L2 per FLOP (128×128: 64 FLOP per byte, 256×64: 51;
-# 128×64: 43, 64×64: 32), which may be what bounds these GEMMs (benchmarks/roofline.py's L2
-# line), but compile without spills only in some launches (below). A pool tile's
+# 128×64: 43, 64×64: 32), which bounds these GEMMs in benchmarks/roofline.py's estimates (its L2
+# term), but compile without spills only in some launches (below). A pool tile's
 # loop runs at a K step of 32 (16 in fp32) with two stages (nine operand tiles per stage), in
 # the same shared memory. tests/test_codegen.py compiles each config in every dtype and checks
 # all of this.
@@ -203,7 +203,7 @@ def prune(configs, groups, size: int, rows: int, itemsize: int = 2, step: int = 
     and BLOCK_M no taller than the rows need (a batch-1 7×7 has 49). A wider tile computes more wasted columns but moves
     fewer operand bytes from L2 per FLOP ((BLOCK_M + BLOCK_N) · K bytes per 2 · BLOCK_M ·
     BLOCK_N · K FLOPs), and with tiles this small that traffic, not the tensor cores, may bound
-    the GEMM (benchmarks/roofline.py's L2 line): the autotuner measures which wins. A narrower
+    the GEMM (benchmarks/roofline.py's L2 term): the autotuner measures which wins. A narrower
     tile than the least-waste one loses on both counts. ``launch``: usable's pool and
     training."""
     configs = [cfg for cfg in configs if usable(cfg, itemsize, step, **launch)] or configs

@@ -43,9 +43,10 @@ def test_chains_by_hand():
     # 4e's 3×3 at batch 256 (160 -> 320 channels, K = 9 · 160 = 1440, steps of 32): the model
     # takes the tile and chain length the launcher plans; whatever it takes, the FLOPs are the
     # chains' columns (no halo inside a chain) and every tile of a chained launch also runs the
-    # edge's two [16] @ [16, 16] products per row.
+    # edge's two [16] @ [16, 16] products per row. Configs chosen without the L2 term: with it,
+    # the unchained 128×128 tile wins.
     rows = 256 * 14 * 14
-    k = roofline.fused_module((528, 256, 160, 320, 32, 128, 128), 256, 14, "bf16")[1]
+    k = roofline.fused_module((528, 256, 160, 320, 32, 128, 128), 256, 14, "bf16", None)[1]
     found = []
     for bm, bn, *_ in roofline.tiling.CONFIGS:
         pieces = roofline.tiling.chain_pieces(((320,),), 5, bm, bn, rows, 1440, 132)
@@ -87,7 +88,9 @@ def test_stem_gemms_and_the_network_around_the_modules():
     assert k.bytes == 2 * (rows * 64 + 64 * 64 + rows * 64)
     times = {impl: sum(x.seconds("bf16") for x in roofline.around_modules(256, "bf16", impl))
              for impl in ("eager", "compile", "fused", "ideal")}
-    assert times["eager"] > times["compile"] > times["fused"] > times["ideal"]
+    # with the L2 term at 7 TB/s the fused stem's GEMMs are level with compile's cuDNN
+    assert times["eager"] > times["compile"] > times["ideal"]
+    assert times["eager"] > times["fused"] > times["ideal"]
 
 
 def test_torchvision_blocks_by_hand():
@@ -104,4 +107,29 @@ def test_torchvision_blocks_by_hand():
     text = roofline.report()
     line = text.strip().splitlines()[-2]
     assert line.startswith("torchvision's nine blocks, batch 256, bf16: fused/ideal = ")
-    assert 1.0 < float(line.rsplit("= ", 1)[1]) < 1.25
+    assert 1.0 < float(line.rsplit("= ", 1)[1]) < 5.0
+    # without the L2 term (issue 25's goal, set before it counted): within 1.25 of the ideal
+    fused = ideal = 0.0
+    for name, c in roofline.INCEPTION_CONFIGS.items():
+        s = roofline.SPATIAL_AT_224[name]
+        fused += sum(k.seconds("bf16", None) for k in
+                     roofline.fused_module(c, 256, s, "bf16", None, torchvision=True))
+        ideal += sum(k.seconds("bf16") for k in
+                     roofline.ideal_module(c, 256, s, "bf16", torchvision=True))
+    assert 1.0 < fused / ideal < 1.25
+
+
+def test_l2_term_by_hand_and_in_the_headline():
+    # A kernel bound by its L2 operand traffic: 1 GB at 7 TB/s against 1 GFLOP of compute.
+    k = roofline.Kernel("t", flops=1e9, bytes=1e6, l2_bytes=1e9)
+    assert k.seconds("bf16") == pytest.approx(1e9 / 7e12 + 2e-6) and k.bound("bf16") == "L2"
+    assert k.seconds("bf16", None) == pytest.approx(1e9 / 790e12 + 2e-6)
+    assert k.bound("bf16", None) == "compute" and k.flop_per_l2_byte() == 1.0
+    text = roofline.report()
+    table = text.split("## The L2 term")[1].split("##")[0]
+    counted = [line for line in table.splitlines() if line.startswith("| 7 TB/s (the model's)")]
+    not_counted = [line for line in table.splitlines() if line.startswith("| not counted")]
+    headline = float(text.strip().splitlines()[-1].rsplit("= ", 1)[1])
+    assert float(counted[0].split("|")[4]) == pytest.approx(headline, abs=0.006)
+    assert float(not_counted[0].split("|")[4]) < headline  # the L2 term only adds
+    assert "| 3a | 3×3 GEMM | " in text.split("## Each fused launch")[1]
