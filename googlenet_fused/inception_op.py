@@ -149,7 +149,11 @@ class NativeSteps:
         """conv (+ bias unless the LRN op adds it) as a channels_last tensor; returns (it,
         whether the bias was left to the LRN op)."""
         fold = lrn is not None and backends.fold_bias(inp)
-        u = prepacked.conv(self.packs, inp, w, None if fold else b, padding)
+        bias = None if fold else b
+        # run_fused gave packs after checking x (prepacked.applies): every input here has its
+        # device and dtype and is channels_last
+        u = (self.packs.conv(inp, w, bias, padding) if self.packs is not None
+             else F.conv2d(inp, w, bias, padding=padding))
         return _channels_last(u), fold
 
     def _conv_lrn_relu(self, inp, w, b, out, lrn, padding=0):

@@ -208,17 +208,17 @@ class FusedStemConv(nn.Conv2d):
             lrn = self.lrn
             settings = (lrn.size, lrn.alpha, lrn.beta, lrn.k) if lrn is not None else (0, 0., 0., 0.)
             return stem_conv_triton(x, self.weight, self.bias, *settings)
-        if not grad and self.backend != "reference" and prepacked.applies(x):
-            y = prepacked.conv_module(self._packs, self, x, self.weight, self.bias)
-            y = F.relu(self.pool(y) if self.pool is not None else y, inplace=True)
-        elif self.pool is None:
-            y = F.relu(super().forward(x), inplace=True)
+        # CPU inference: weights prepacked for oneDNN (prepacked.conv_module decides where)
+        packs = None if grad or self.backend == "reference" else self._packs
+        if self.pool is None:
+            y = prepacked.conv_module(packs, self, x, self.weight, self.bias)
         else:
             fold = self.bias is not None and backends.fold_bias(x)
-            y = self.pool(self._conv_forward(x, self.weight, None if fold else self.bias))
+            y = self.pool(prepacked.conv_module(packs, self, x, self.weight,
+                                                None if fold else self.bias))
             if fold:
                 y = y.add_(self.bias.view(1, -1, 1, 1))
-            y = F.relu(y, inplace=True)
+        y = F.relu(y, inplace=True)
         return self.lrn(y) if self.lrn is not None else y
 
 

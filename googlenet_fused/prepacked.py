@@ -66,25 +66,18 @@ class ConvPacks:
             x, entry[1], bias, [padding] * 2, [stride] * 2, [1, 1], 1, "none", [], "")
 
 
-def conv(packs: ConvPacks | None, x, weight, bias, padding=0, stride=1, relu=False):
-    """A convolution (+ ReLU) through ``packs`` where it applies to a channels_last ``x`` (the
-    primitive's output is channels_last: other layouts keep ATen's, whose output has the
-    input's), else ATen's ``conv2d``. The ReLU is ATen's, after the primitive: oneDNN's ReLU
-    post-op turns NaN into 0."""
-    if packs is not None and x.is_contiguous(memory_format=torch.channels_last) and applies(x):
-        y = packs.conv(x, weight, bias, padding, stride)
-    else:
-        y = F.conv2d(x, weight, bias, stride, padding)
-    return F.relu(y, inplace=True) if relu else y
-
-
 def conv_module(packs: ConvPacks | None, module: nn.Conv2d, x, weight, bias, relu=False):
-    """``module``'s convolution of ``x`` with (``weight``, ``bias``) (+ ReLU), through
-    ``packs`` where its geometry is square padding and stride, no dilation, no groups."""
+    """``module``'s convolution of ``x`` with (``weight``, ``bias``) (+ ReLU), through ``packs``
+    where it applies: square padding and stride, no dilation or groups, a channels_last ``x``
+    (the primitive's output is channels_last; other layouts keep ATen's, whose output has the
+    input's). The ReLU is ATen's, after the primitive: oneDNN's ReLU post-op turns NaN into 0.
+    ``packs`` None: ATen's convolution (the caller's way of saying a gradient is needed)."""
     padding, stride = module.padding, module.stride
-    if (isinstance(padding, tuple) and padding[0] == padding[1] and stride[0] == stride[1]
-            and module.dilation == (1, 1) and module.groups == 1
-            and module.padding_mode == "zeros"):
-        return conv(packs, x, weight, bias, padding[0], stride[0], relu)
-    y = module._conv_forward(x, weight, bias)
+    if (packs is not None and isinstance(padding, tuple) and padding[0] == padding[1]
+            and stride[0] == stride[1] and module.dilation == (1, 1) and module.groups == 1
+            and module.padding_mode == "zeros"
+            and x.is_contiguous(memory_format=torch.channels_last) and applies(x)):
+        y = packs.conv(x, weight, bias, padding[0], stride[0])
+    else:
+        y = module._conv_forward(x, weight, bias)
     return F.relu(y, inplace=True) if relu else y
