@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
+import providers  # noqa: E402
 from googlenet_fused import GoogLeNet, fuse  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -51,18 +52,10 @@ def _category(name: str, table) -> str:
 
 
 def reference_model(network: str) -> torch.nn.Module:
+    if network == "torchvision":
+        return providers.torchvision_model()
     torch.manual_seed(0)
-    if network == "seed":
-        return GoogLeNet((3, 224, 224), n_classes=1000).eval()
-    from torchvision.models.googlenet import GoogLeNet as TorchvisionGoogLeNet
-
-    model = TorchvisionGoogLeNet(aux_logits=False, init_weights=False)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return GoogLeNet((3, 224, 224), n_classes=1000).eval()
 
 
 def openvino_layers(model, x, runs):

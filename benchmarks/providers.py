@@ -13,6 +13,7 @@ The module is the seed's (Inception, GoogLeNet) or torchvision's (its GoogLeNet 
 blocks), in eval mode.
 """
 import copy
+import importlib
 
 import pytest
 import torch
@@ -21,7 +22,28 @@ import torch.nn.functional as F
 import peers
 from googlenet_fused import FusedGoogLeNet, FusedInception, backends, fuse
 from googlenet_fused import torchvision_googlenet as tv
-from googlenet_fused.reference import GoogLeNet, Inception
+from googlenet_fused.reference import INCEPTION_CONFIGS, GoogLeNet, Inception
+
+
+def torchvision_model(block=None):
+    """torchvision's GoogLeNet (1000 classes, no auxiliary heads) or one of its blocks (a name
+    of INCEPTION_CONFIGS): random weights, BatchNorm statistics randomized (means in
+    [-0.5, 0.5), variances in [0.5, 1.5): a folding that ignored them would show), eval mode.
+    Needs torchvision."""
+    # the module: torchvision.models.googlenet as an attribute is its builder function
+    googlenet = importlib.import_module("torchvision.models.googlenet")
+
+    if block is None:
+        model = googlenet.GoogLeNet(aux_logits=False, init_weights=False)
+    else:
+        model = googlenet.Inception(*INCEPTION_CONFIGS[block])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+    return model.eval()
 
 
 def fused_backends(x):

@@ -21,7 +21,7 @@ from googlenet_fused import FusedInception, fuse
 from googlenet_fused.reference import INCEPTION_CONFIGS, SPATIAL_AT_224, GoogLeNet, Inception
 from googlenet_fused.summary import count_macs
 import peers
-from providers import fused_backends, make_provider
+from providers import fused_backends, make_provider, torchvision_model
 
 MODULES = env_list("BENCH_MODULES", INCEPTION_CONFIGS)
 # max-autotune exists on GPU only (on CPU it is the default compile's oneDNN convolutions); the
@@ -55,20 +55,8 @@ def _skip_unavailable(provider, x, layout="nchw"):
 
 
 def _torchvision_model(block=None):
-    """torchvision's GoogLeNet (1000 classes, no auxiliary heads) or one of its blocks, random
-    weights and BatchNorm statistics, eval mode; skips without torchvision."""
-    googlenet = pytest.importorskip("torchvision.models.googlenet")
-    if block is None:
-        model = googlenet.GoogLeNet(aux_logits=False, init_weights=False)
-    else:
-        model = googlenet.Inception(*INCEPTION_CONFIGS[block])
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-    return model.eval()
+    pytest.importorskip("torchvision")
+    return torchvision_model(block)
 
 
 # The provider varies fastest (topmost decorator): the numbers that a report divides are taken

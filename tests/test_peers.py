@@ -81,3 +81,21 @@ def test_openvino_bf16_hint_is_checked_against_float64():
 def test_missing_says_why():
     assert "bf16" in peers.missing("onnxruntime", torch.bfloat16)
     assert peers.missing("compile-freeze", torch.bfloat16) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["seed", "torchvision"])
+def test_layer_by_layer_comparison_runs(network):
+    """benchmarks/layers.py: both sides profiled on the same model, their convolutions found."""
+    pytest.importorskip("openvino")
+    if network == "torchvision":
+        pytest.importorskip("torchvision")
+    import layers
+
+    text = layers.report(network, batch=1, dtype="fp32", runs=1)
+    assert text.startswith(f"## {network} GoogLeNet, batch 1, fp32")
+    row = next(line for line in text.splitlines() if line.startswith("| convolutions |"))
+    openvino_ms, fused_ms = float(row.split("|")[2]), float(row.split("|")[4])
+    assert openvino_ms > 0 and fused_ms > 0
+    primitives = text.split("OpenVINO's convolution primitives (per inference): ")[1]
+    assert primitives.strip(), "OpenVINO reported no convolution primitive"
