@@ -40,7 +40,8 @@ TORCH_OPS = [("convolution", "convolutions"), ("mkldnn", "convolutions"),
              ("relu", "elementwise (ReLU, BatchNorm, transform)"),
              ("add", "elementwise (ReLU, BatchNorm, transform)"),
              ("mul", "elementwise (ReLU, BatchNorm, transform)"),
-             ("cat", "concat"), ("copy_", "layout conversions"), ("contiguous", "layout conversions"),
+             ("cat", "concat"), ("copy_", "layout conversions"),
+             ("contiguous", "layout conversions"),
              ("addmm", "head"), ("linear", "head"), ("mean", "head"), ("adaptive_avg", "head"),
              ("empty", "allocation")]
 ORDER = ["convolutions", "LRN (+ ReLU)", "max pools", "elementwise (ReLU, BatchNorm, transform)",
@@ -60,20 +61,7 @@ def reference_model(network: str) -> torch.nn.Module:
 
 def openvino_layers(model, x, runs):
     """({layer type: ms per inference}, {primitive: count} of the convolutions, wall ms)."""
-    import openvino as ov
-
-    onnx_model = peers.onnx_model(model, x.shape[1])
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"layers_{os.getpid()}.onnx")
-    with open(path, "wb") as f:
-        f.write(onnx_model.SerializeToString())
-    try:
-        compiled = ov.Core().compile_model(path, "CPU", {
-            "INFERENCE_NUM_THREADS": str(torch.get_num_threads()),
-            "INFERENCE_PRECISION_HINT": "bf16" if x.dtype == torch.bfloat16 else "f32",
-            "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": "YES"})
-    finally:
-        os.remove(path)
-    request = compiled.create_infer_request()
+    request = peers.openvino_model(model, x, PERF_COUNT="YES").create_infer_request()
     data = x.float().numpy()
     request.infer({0: data})
     totals, kinds, walls = collections.Counter(), collections.Counter(), []

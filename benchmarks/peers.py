@@ -164,6 +164,22 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def openvino_model(module: nn.Module, x: torch.Tensor, **config):
+    """OpenVINO's CPU plugin compiling ``module``'s ONNX graph for inputs like ``x`` (its
+    dtype as the precision hint), latency mode on this process's thread count; ``config``
+    adds plugin properties (e.g. PERF_COUNT="YES")."""
+    import openvino as ov
+
+    hint = {torch.float32: "f32", torch.bfloat16: "bf16"}[x.dtype]
+    with tempfile.TemporaryDirectory() as folder:  # read_model takes ONNX from a file
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(onnx_model(module, x.shape[1]).SerializeToString())
+        return ov.Core().compile_model(path, "CPU", {
+            "INFERENCE_NUM_THREADS": str(_threads()), "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY", **config})
+
+
 def runtime(provider: str, module: nn.Module, x: torch.Tensor):
     """A callable running ``module`` (the reference, eval) on ``x`` through ``provider``;
     returns the output as a torch tensor."""
@@ -173,7 +189,6 @@ def runtime(provider: str, module: nn.Module, x: torch.Tensor):
         with torch._inductor.config.patch(freezing=True), torch.no_grad():
             compiled(x)  # freezing is decided when the graph compiles, on this first call
         return lambda: compiled(x)
-    model = onnx_model(module, x.shape[1])
     data = x.detach().float().contiguous().numpy()
     if provider == "onnxruntime":
         import onnxruntime as ort
@@ -181,21 +196,11 @@ def runtime(provider: str, module: nn.Module, x: torch.Tensor):
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads()
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        graph = onnx_model(module, x.shape[1]).SerializeToString()
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         return lambda: torch.from_numpy(session.run(None, {"x": data})[0])
     if provider == "openvino":
-        import openvino as ov
-
-        hint = {torch.float32: "f32", torch.bfloat16: "bf16"}[x.dtype]
-        with tempfile.TemporaryDirectory() as folder:  # read_model takes ONNX from a file
-            path = os.path.join(folder, "model.onnx")
-            with open(path, "wb") as f:
-                f.write(model.SerializeToString())
-            compiled = ov.Core().compile_model(
-                path, "CPU", {"INFERENCE_NUM_THREADS": str(_threads()),
-                              "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
-        request = compiled.create_infer_request()
+        request = openvino_model(module, x).create_infer_request()
 
         def run():
             request.infer({0: data})
