@@ -56,6 +56,24 @@ def params_key(tensors) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
+class DerivedTensors:
+    """A cache of tensors computed from others (stacked 1×1 weights, channels_last copies,
+    folded BatchNorm), recomputed whenever a source tensor changes (params_key) or ``extra``
+    does. Under torch.compile nothing is cached: the computation belongs in the graph."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def get(self, sources, make, extra=()):
+        if torch.compiler.is_compiling():
+            return make()
+        key = (params_key(sources), extra)
+        if self.key != key:
+            with torch.no_grad():
+                self.key, self.value = key, make()
+        return self.value
+
+
 def needs_grad(x: torch.Tensor, params) -> bool:
     """Whether autograd will want gradients through a call on ``x`` with ``params``."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))

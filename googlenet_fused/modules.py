@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends, ops, prepacked
-from .inception_op import layout_of, needs_grad, params_key, run_fused
+from .inception_op import DerivedTensors, layout_of, needs_grad, run_fused
 from .stem_op import stem_conv_fits, stem_conv_triton
 from .reference import GoogLeNet, Inception, check_input
 
@@ -59,7 +59,7 @@ class FusedInception(Inception):
                  backend: str = "auto"):
         super().__init__(in_size, _1by1, _3by3red, _3by3, _5by5_red, _5by5, pool_size)
         self.backend = backends.check_backend_name(backend)
-        self._cached = None  # (key, op_params()) for inference
+        self._cached = DerivedTensors()  # op_params() for inference
         self._packs = prepacked.ConvPacks()
 
     @classmethod
@@ -73,7 +73,7 @@ class FusedInception(Inception):
         for name in ("case1", "case2", "case3", "case4"):
             setattr(fused, name, getattr(module, name))
         fused.backend = backends.check_backend_name(backend)
-        fused._cached = None
+        fused._cached = DerivedTensors()
         fused._packs = prepacked.ConvPacks()
         fused.train(module.training)
         return fused
@@ -101,12 +101,9 @@ class FusedInception(Inception):
         if torch.compiler.is_compiling() or (torch.is_grad_enabled()
                                              and any(t.requires_grad for t in tensors)):
             return params(conv3.weight, conv5.weight)
-        key = params_key(tensors)
-        if self._cached is None or self._cached[0] != key:
-            with torch.no_grad():
-                self._cached = (key, params(*(w.contiguous(memory_format=torch.channels_last)
-                                              for w in (conv3.weight, conv5.weight))))
-        return self._cached[1]
+        cl = torch.channels_last
+        return self._cached.get(tensors, lambda: params(conv3.weight.contiguous(memory_format=cl),
+                                                        conv5.weight.contiguous(memory_format=cl)))
 
     def forward(self, x):
         check_input(x, self.in_size, type(self).__name__)

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backends, prepacked
-from .inception_op import needs_grad, params_key, run_fused
+from .inception_op import DerivedTensors, needs_grad, run_fused
 from .reference import check_input
 from .stem_op import stem_conv_fits, stem_conv_triton
 
@@ -123,23 +123,6 @@ def _folds(blocks) -> bool:
     return all(not b.bn.training and b.bn.running_mean is not None for b in blocks)
 
 
-class _FoldCache:
-    """Folded parameters, recomputed whenever a tensor they come from, or an eps, changes;
-    under torch.compile the folding is part of the graph instead (no cache)."""
-
-    def __init__(self):
-        self.key, self.value = None, None
-
-    def get(self, blocks, make):
-        if torch.compiler.is_compiling():
-            return make()
-        key = (params_key([t for b in blocks for t in _bn_tensors(b)]),
-               tuple(b.bn.eps for b in blocks))
-        if self.key != key:
-            self.key, self.value = key, make()
-        return self.value
-
-
 # ------------------------------------------------------------------------------- modules
 class FusedBasicConv2d(nn.Module):
     """torchvision's ``BasicConv2d`` (conv → BatchNorm → ReLU) with the BatchNorm folded into
@@ -162,7 +145,7 @@ class FusedBasicConv2d(nn.Module):
         fused.conv, fused.bn = module.conv, module.bn
         fused.backend = backends.check_backend_name(backend)
         fused.channels_last = channels_last
-        fused._folded = _FoldCache()
+        fused._folded = DerivedTensors()
         fused._packs = prepacked.ConvPacks()
         fused.train(module.training)
         return fused
@@ -172,7 +155,8 @@ class FusedBasicConv2d(nn.Module):
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The convolution's (weight, bias) with the BatchNorm folded in (cached)."""
-        return self._folded.get([self], lambda: fold_batchnorm(self.conv, self.bn))
+        return self._folded.get(_bn_tensors(self), lambda: fold_batchnorm(self.conv, self.bn),
+                                self.bn.eps)
 
     def forward(self, x):
         backend = backends.select(self.backend, x) if x.dim() == 4 else "reference"
@@ -207,7 +191,7 @@ class FusedTorchvisionInception(nn.Module):
         for name in _BRANCHES:
             setattr(fused, name, getattr(module, name))
         fused.backend = backends.check_backend_name(backend)
-        fused._folded = _FoldCache()
+        fused._folded = DerivedTensors()
         fused._packs = prepacked.ConvPacks()
         fused.train(module.training)
         return fused
@@ -232,7 +216,9 @@ class FusedTorchvisionInception(nn.Module):
                     c3[0].contiguous(memory_format=cl), c3[1],
                     c5[0].contiguous(memory_format=cl), c5[1], *proj)
 
-        return self._folded.get(self._blocks(), make)
+        blocks = self._blocks()
+        return self._folded.get([t for b in blocks for t in _bn_tensors(b)], make,
+                                tuple(b.bn.eps for b in blocks))
 
     def forward(self, x):
         check_input(x, self.branch1.conv.in_channels, type(self).__name__)
