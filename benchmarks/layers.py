@@ -91,7 +91,8 @@ def fused_layers(model, x, runs):
             start = time.perf_counter()
             fused(x)
             walls.append(time.perf_counter() - start)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        # acc_events: one cycle here; without it torch 2.11 warns when a later call profiles again
+        with profile(activities=[ProfilerActivity.CPU], acc_events=True) as prof:
             for _ in range(runs):
                 fused(x)
     totals = collections.Counter()
